@@ -1,0 +1,1 @@
+"""A stand-in FreeSWITCH: real ESL and mod_audio_fork wire protocol, scripted companies."""

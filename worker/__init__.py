@@ -1,0 +1,1 @@
+"""Hold Slayer worker: drives FreeSWITCH legs over ESL and watches the hold."""

@@ -1,0 +1,139 @@
+"""Settings from the environment, shared by the worker, the web app and the tools.
+
+Every name the FreeSWITCH configuration in `freeswitch/` must agree with lives
+here (gateway name, contexts, channel variables, audio-fork path); a test checks
+that the two agree.  Secrets (ESL password, API keys, trunk password) are read
+from the environment and never logged: `Settings.__repr__` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+# --- names shared with freeswitch/ (the switch configuration) -----------------
+TRUNK_GATEWAY = "trunk"                 # <gateway name="trunk"> in the external profile
+DESK_CONTEXT = "hold_slayer_desk"       # context of registered desk phones
+PUBLIC_CONTEXT = "hold_slayer_public"   # context of calls arriving from the trunk (the DID)
+VAR_CALL_ID = "hs_call_id"              # channel variable: our call id, on every leg we originate
+VAR_ROLE = "hs_role"                    # channel variable: "company" or "desk"
+VAR_WORKER = "hs_worker"                # channel variable: id of the worker that owns the leg
+AUDIO_FORK_PATH = "/fork"               # ws://<AUDIO_FORK_PUBLIC_HOST>:<port>/fork/<call_id>
+STAR_CODE = "*77"                       # desk phone dials *77 + number to launch a hold-slayer job
+
+SECRET_FIELDS = ("esl_password", "api_key", "service_key", "llm_api_key", "stt_api_key", "tts_api_key")
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite:///holdslayer.db"
+    queue_name: str = "hold-slayer"
+
+    # FreeSWITCH event socket(s): "host:port" comma separated; one ESL connection per host.
+    esl_hosts: tuple[str, ...] = ("127.0.0.1:8021",)
+    esl_password: str = ""
+    esl_timeout_s: float = 10.0          # seconds to wait for any api/bgapi reply
+
+    # The worker's audio-fork WebSocket endpoint: where it listens, and the host
+    # FreeSWITCH uses to reach it (in compose: the worker's service name).
+    audio_fork_bind: str = "127.0.0.1:8090"
+    audio_fork_public_host: str = "127.0.0.1"
+    audio_fork_rate: int = 8000          # 8000 or 16000 (mod_audio_fork mono 8k|16k)
+
+    sip_domain: str = "127.0.0.1"        # desk phones are user/<ext>@<sip_domain>
+    caller_id_number: str = ""           # SIP_TRUNK_DID: caller id presented to companies
+
+    # Dialling policy (toll-fraud guard).
+    allowed_country_codes: tuple[str, ...] = ("1",)   # E.164 country codes the trunk may dial
+    launch_rate_per_minute: int = 10                   # call launches per API key per minute
+
+    # Limits and timeouts (seconds unless said otherwise).
+    ring_timeout_s: int = 60             # originate_timeout for the company leg
+    desk_ring_timeout_s: int = 30        # how long the user's phone rings before we reassure/retry
+    max_hold_s: int = 4 * 3600           # hard cap on a call, enforced by the switch (sched_hangup) too
+    max_calls_per_worker: int = 500
+    worker_heartbeat_s: int = 10
+
+    api_key: str = ""                    # API_KEY: required on every write to the REST API
+    service_key: str = ""                # SERVICE_KEY: used by lua/ star-code requests
+
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    stt_base_url: str = ""
+    stt_api_key: str = ""
+    tts_base_url: str = ""
+    tts_api_key: str = ""
+
+    recordings_dir: str = "recordings"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "***"
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        d = cls()
+        return cls(
+            redis_url=_env("REDIS_URL", d.redis_url),
+            database_url=_env("DATABASE_URL", d.database_url),
+            queue_name=_env("QUEUE_NAME", d.queue_name),
+            esl_hosts=tuple(h.strip() for h in _env("ESL_HOSTS", ",".join(d.esl_hosts)).split(",") if h.strip()),
+            esl_password=_env("ESL_PASSWORD"),
+            esl_timeout_s=_env_float("ESL_TIMEOUT", d.esl_timeout_s),
+            audio_fork_bind=_env("AUDIO_FORK_BIND", d.audio_fork_bind),
+            audio_fork_public_host=_env("AUDIO_FORK_PUBLIC_HOST", d.audio_fork_public_host),
+            audio_fork_rate=_env_int("AUDIO_FORK_RATE", d.audio_fork_rate),
+            sip_domain=_env("SIP_DOMAIN", d.sip_domain),
+            caller_id_number=_env("SIP_TRUNK_DID", d.caller_id_number),
+            allowed_country_codes=tuple(
+                c.strip().lstrip("+") for c in _env("ALLOWED_COUNTRY_CODES", "1").split(",") if c.strip()
+            ),
+            launch_rate_per_minute=_env_int("LAUNCH_RATE_PER_MINUTE", d.launch_rate_per_minute),
+            ring_timeout_s=_env_int("RING_TIMEOUT", d.ring_timeout_s),
+            desk_ring_timeout_s=_env_int("DESK_RING_TIMEOUT", d.desk_ring_timeout_s),
+            max_hold_s=_env_int("MAX_HOLD_SECONDS", d.max_hold_s),
+            max_calls_per_worker=_env_int("MAX_CALLS_PER_WORKER", d.max_calls_per_worker),
+            worker_heartbeat_s=_env_int("WORKER_HEARTBEAT", d.worker_heartbeat_s),
+            api_key=_env("API_KEY"),
+            service_key=_env("SERVICE_KEY"),
+            llm_base_url=_env("LLM_BASE_URL"),
+            llm_model=_env("LLM_MODEL"),
+            llm_api_key=_env("LLM_API_KEY"),
+            stt_base_url=_env("STT_BASE_URL"),
+            stt_api_key=_env("STT_API_KEY"),
+            tts_base_url=_env("TTS_BASE_URL"),
+            tts_api_key=_env("TTS_API_KEY"),
+            recordings_dir=_env("RECORDINGS_DIR", d.recordings_dir),
+        )
