@@ -11,6 +11,7 @@ EVAL_PACKAGES := fillets-ng-data fillets-ng-data-nl
 .PHONY: setup system-deps demo demo-once test lint typecheck bench eval
 
 $(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || bash .ci/system-deps python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
