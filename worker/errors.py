@@ -108,3 +108,18 @@ class LegGone(EslError):
     def __init__(self, message: str, cause: str = "") -> None:
         super().__init__(message)
         self.cause = cause
+
+
+# --- the job's life -------------------------------------------------------------
+class CallInterrupted(BaseException):  # noqa: N818 - an interruption, not an error
+    """Thrown into a running call's greenlet to end it now (worker shutdown, RQ stop-job).
+
+    A BaseException, like GreenletExit, so that `except Exception` in I/O code cannot
+    swallow it; the job hangs its legs up and marks the call failed with `reason`.
+    """
+
+    code = "call_interrupted"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,32 @@
+"""Job functions for the runner tests, at a stable importable path (the worker runs in-process)."""
+
+from __future__ import annotations
+
+import gevent.event
+
+from worker.errors import CallInterrupted
+
+started: dict[str, gevent.event.Event] = {}
+release: dict[str, gevent.event.Event] = {}
+interrupted: dict[str, str] = {}
+
+
+def reset() -> None:
+    started.clear()
+    release.clear()
+    interrupted.clear()
+
+
+def block(name: str) -> str:
+    """Signal that it runs, then wait until released; return its name."""
+    started.setdefault(name, gevent.event.Event()).set()
+    try:
+        release.setdefault(name, gevent.event.Event()).wait()
+    except CallInterrupted as exc:
+        interrupted[name] = exc.reason
+        raise
+    return f"done {name}"
+
+
+def fail(message: str) -> None:
+    raise RuntimeError(message)
