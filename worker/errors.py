@@ -34,6 +34,16 @@ class DestinationNotAllowed(ValidationError):
     code = "destination_not_allowed"
 
 
+class SchemaViolation(ValidationError):
+    """A request body does not fit its JSON Schema; `details` names the failing field path."""
+
+    code = "schema_violation"
+
+    def __init__(self, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
 class UnknownCallFlow(ValidationError):
     code = "unknown_call_flow"
     status = 404
