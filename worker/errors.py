@@ -120,6 +120,16 @@ class LegGone(EslError):
         self.cause = cause
 
 
+class ForkFailed(EslError):
+    """uuid_audio_fork did not connect (mod_audio_fork::connect_failed, or no connect in time)."""
+
+    code = "fork_failed"
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 # --- the job's life -------------------------------------------------------------
 class CallInterrupted(BaseException):  # noqa: N818 - an interruption, not an error
     """Thrown into a running call's greenlet to end it now (worker shutdown, RQ stop-job).
