@@ -1,0 +1,860 @@
+"""One hold-slayer call, from originate to hangup: `CallSession.run()`.
+
+A session owns up to two legs on one switch (the company leg U and the desk leg
+D) and three helper greenlets that feed one inbox:
+
+* the ESL pump: events for U and D (subscribed BEFORE each originate),
+* the audio pump: mod_audio_fork frames -> HoldDetector -> detector events,
+* control messages routed from `hs:control:<call_id>` by the worker's ControlHub.
+
+The main greenlet is a straight-line script over that inbox (`_wait`), so the
+call's story reads top to bottom: dial, navigate, hold, human, connect, bridge,
+follow until hangup.  Whatever happens (exception, cancel, shutdown), `run()`'s
+finally kills every leg it owns that is still up and leaves the Call final.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import gevent.queue
+import redis
+
+from worker import db
+from worker.config import VAR_CALL_ID, VAR_ROLE, VAR_WORKER, Settings
+from worker.errors import CallInterrupted, EslDisconnected, EslError, EslTimeout
+from worker.prompts import Prompts
+
+log = logging.getLogger(__name__)
+
+# --- tunables (seconds unless said otherwise) ------------------------------------
+ORIGINATE_SLACK_S = 15.0  # bgapi originate waits ring timeout + this for its BACKGROUND_JOB
+PROMPT_END_SILENCE_S = 0.7  # media seconds of silence after speech that end an IVR prompt
+PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before moving on
+DTMF_SETTLE_S = 0.3  # media seconds to wait after sending DTMF before listening again
+SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
+DESK_RETRIES = 1  # extra rings of the same device(s) after a no-answer round
+RECONNECT_WAIT_S = 20.0  # wall seconds to wait for a dropped ESL connection to come back
+CONTROL_CHANNEL = "hs:control:{}"
+CONTROL_PATTERN = "hs:control:*"
+
+# FreeSWITCH hangup causes -> our final status when the company leg never answered.
+ORIGINATE_CAUSES = {
+    "USER_BUSY": "busy",
+    "NO_ANSWER": "no_answer",
+    "NO_USER_RESPONSE": "no_answer",
+    "ORIGINATOR_CANCEL": "no_answer",
+    "UNALLOCATED_NUMBER": "sit",
+    "NO_ROUTE_DESTINATION": "sit",
+    "INVALID_NUMBER_FORMAT": "sit",
+    "NUMBER_CHANGED": "sit",
+}
+DESK_UNAVAILABLE_CAUSES = {
+    "USER_NOT_REGISTERED",
+    "SUBSCRIBER_ABSENT",
+    "UNALLOCATED_NUMBER",
+    "NO_ROUTE_DESTINATION",
+}
+DETECTOR_FINAL = {"voicemail": "voicemail", "sit": "sit", "busy": "busy"}
+
+
+def originate_status(cause: str) -> str:
+    """Final status for a company leg that failed before answer (pure)."""
+    return ORIGINATE_CAUSES.get(cause.strip().upper(), "failed")
+
+
+def fs_escape(value: str) -> str:
+    """A channel-variable value inside `{...}` of an originate: no spaces, commas or quotes (pure)."""
+    out = str(value).replace("\\", "").replace("'", "").replace('"', "")
+    return out.replace(",", r"\,").replace(" ", r"\s")
+
+
+def dial_vars(variables: dict[str, Any]) -> str:
+    """`{a=1,b=2}` for originate (pure)."""
+    return "{" + ",".join(f"{k}={fs_escape(str(v))}" for k, v in variables.items()) + "}"
+
+
+def bgapi_result(body: str) -> tuple[bool, str]:
+    """BACKGROUND_JOB body `+OK <uuid>` / `-ERR <CAUSE>` -> (ok, uuid-or-cause) (pure)."""
+    text = (body or "").strip()
+    if text.startswith("+OK"):
+        return True, text[3:].strip()
+    if text.startswith("-ERR"):
+        return False, text[4:].strip().split()[0] if text[4:].strip() else "UNKNOWN"
+    return False, text or "UNKNOWN"
+
+
+def parse_control(raw: bytes | str) -> dict[str, Any]:
+    """A control message `{"action": "hangup"}` / `{"action": "dtmf", "digits": "12"}`; ValueError if bad."""
+    try:
+        msg = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"control message is not JSON: {raw!r}") from exc
+    if not isinstance(msg, dict) or msg.get("action") not in ("hangup", "dtmf"):
+        raise ValueError(f"control message needs action hangup|dtmf: {raw!r}")
+    if msg["action"] == "dtmf":
+        digits = str(msg.get("digits", ""))
+        if not digits or any(c not in "0123456789*#ABCDabcdwW" for c in digits) or len(digits) > 64:
+            raise ValueError(f"bad DTMF digits: {digits!r}")
+        msg["digits"] = digits
+    return msg
+
+
+def normalize_step(step: dict[str, Any]) -> dict[str, Any]:
+    """A call-flow step with a lower-case `type` (accepts `type`, `action` or `kind`) (pure)."""
+    if not isinstance(step, dict):
+        raise ValueError(f"call flow step must be an object, got {step!r}")
+    kind = step.get("type") or step.get("action") or step.get("kind")
+    if not isinstance(kind, str):
+        raise ValueError(f"call flow step has no type: {step!r}")
+    return {**step, "type": kind.strip().lower()}
+
+
+# --- messages in a session's inbox ---------------------------------------------------
+@dataclass
+class Msg:
+    kind: str  # esl | det | ctl | fork_closed | esl_down
+    data: Any = None
+    leg: str = ""  # "company" | "desk" for esl events
+    t_arrival: float = 0.0  # perf_counter when the frame arrived (det only; lag metric)
+
+
+class Ended(Exception):  # noqa: N818 - control flow: the call reached a final status
+    def __init__(self, status: str, reason: str = "", cause: str = "") -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+        self.cause = cause
+
+
+@dataclass
+class Runtime:
+    """Everything a call needs from its worker process (built by `python -m worker`)."""
+
+    settings: Settings
+    redis: redis.Redis | None
+    clients: list[Any]  # worker.esl.EslClient, one per switch
+    fork_server: Any  # worker.audio_fork.ForkServer
+    prompts: Prompts
+    worker_id: str
+    detector_factory: Callable[[str], Any] | None = None  # number -> HoldDetector
+    esl_pool: Any = None  # worker.esl.EslPool: picks the least-loaded connected switch
+    active: dict[str, CallSession] = field(default_factory=dict)
+    on_lag: Callable[[float], None] | None = None  # frame arrival -> detector decision, seconds
+    _rr: int = 0
+
+    def pick_client(self) -> Any:
+        """The least-loaded connected switch (EslPool.pick), else round robin over `clients`."""
+        if self.esl_pool is not None:
+            return self.esl_pool.pick()
+        if not self.clients:
+            raise EslDisconnected("no ESL connection configured")
+        up = [c for c in self.clients if getattr(c, "connected", True)]
+        pool = up or self.clients
+        self._rr = (self._rr + 1) % len(pool)
+        return pool[self._rr]
+
+
+class CallSession:
+    def __init__(self, rt: Runtime, call: db.Call, job: Any = None) -> None:
+        self.rt = rt
+        self.s = rt.settings
+        self.call_id: str = call.id
+        self.number: str = call.number
+        self.call = call
+        self.job = job
+        self.options: dict[str, Any] = call.options_json
+        self.inbox: gevent.queue.Queue = gevent.queue.Queue()
+        self.client: Any = None
+        self.company_uuid = ""
+        self.desk_uuid = ""
+        self.legs_up: dict[str, bool] = {}  # uuid -> still up as far as we know
+        self.company_answered = False
+        self.company_cause = ""
+        self.fork_started = False
+        self.detector: Any = None
+        self.media_t = 0.0  # media seconds fed to the detector
+        self.last_state = ""
+        self.prompt_played = False
+        self.greenlets: list[gevent.Greenlet] = []
+        self.status = call.status
+        self.fork_stream: Any = None
+        self.transfer_to = call.transfer_to
+        self.max_hold_s = int(
+            min(self.s.max_hold_s, int(self.options.get("max_hold_s") or self.s.max_hold_s))
+        )
+        flow_name = ""
+        if call.call_flow_id:
+            with db.database.connection_context():
+                flow = db.CallFlow.get_or_none(db.CallFlow.id == call.call_flow_id)
+                flow_name = flow.name if flow is not None else ""
+        self.company_name = str(self.options.get("company_name") or flow_name or call.number)
+
+    # === the story ===========================================================================
+    def run(self) -> dict[str, Any]:
+        self.rt.active[self.call_id] = self
+        final: Ended | None = None
+        try:
+            self._update(
+                status="dialing",
+                worker_id=self.rt.worker_id,
+                started_at=db.utcnow(),
+                job_id=getattr(self.job, "id", "") or "",
+            )
+            self._event("call.dialing", {"number": self.number, "worker": self.rt.worker_id})
+            self._dial_company()
+            try:
+                self._navigate()
+                self._hold_until_human()
+            except _HumanNow:
+                log.info("call %s: a human answered during navigation", self.call_id)
+            self._connect_user()
+            self._follow_bridge()
+        except Ended as e:
+            final = e
+        except CallInterrupted as e:
+            log.warning("call %s: interrupted (%s)", self.call_id, e.reason)
+            final = Ended("failed", e.reason)
+        except EslDisconnected as e:
+            log.error("call %s: switch connection lost: %s", self.call_id, e)
+            final = Ended("failed", "esl_disconnected")
+        except gevent.GreenletExit:
+            final = Ended("failed", "worker_shutdown")
+            raise
+        except Exception as e:
+            log.exception("call %s: failed", self.call_id)
+            final = Ended("failed", f"{e.__class__.__name__}: {e}")
+        finally:
+            self._cleanup(final)
+        return self._result()
+
+    # --- 1. dial ---------------------------------------------------------------------------
+    def _dial_company(self) -> None:
+        self.client = self.rt.pick_client()
+        self.company_uuid = str(uuidlib.uuid4())
+        digits = self.number.lstrip("+")
+        self._update(company_uuid=self.company_uuid)  # known before the leg exists: reapable
+        self._subscribe(self.company_uuid, "company")
+        self.fork_stream = self.rt.fork_server.expect(self.call_id)
+        self._start_audio_pump()
+        variables = {
+            "origination_uuid": self.company_uuid,
+            VAR_CALL_ID: self.call_id,
+            VAR_ROLE: "company",
+            VAR_WORKER: self.rt.worker_id,
+            "ignore_early_media": "true",
+            "originate_timeout": self.s.ring_timeout_s,
+        }
+        if self.s.caller_id_number:
+            variables["origination_caller_id_number"] = self.s.caller_id_number
+        cmd = f"originate {dial_vars(variables)}sofia/gateway/trunk/{digits} &park()"
+        self.legs_up[self.company_uuid] = True
+        job = gevent.spawn(self._bgapi, cmd, self.s.ring_timeout_s + ORIGINATE_SLACK_S, "company")
+        self.greenlets.append(job)
+        log.info(
+            "call %s: dialing %s as %s on %s",
+            self.call_id,
+            self.number,
+            self.company_uuid,
+            getattr(self.client, "host", "switch"),
+        )
+        ringing = False
+        while not self.company_answered:
+            msg = self._next(timeout=self.s.ring_timeout_s + ORIGINATE_SLACK_S * 2)
+            if msg is None:
+                raise Ended("no_answer", "originate never completed", "TIMEOUT")
+            if msg.kind == "originate" and msg.leg == "company":
+                ok, detail = msg.data
+                if not ok:
+                    self.legs_up[self.company_uuid] = False
+                    cause = detail
+                    det = self.detector.outcome if self.detector is not None else None
+                    status = DETECTOR_FINAL.get(det or "", "") or originate_status(cause)
+                    raise Ended(status, f"originate: {cause}" + (f", detector: {det}" if det else ""), cause)
+                self._company_answered()  # +OK with ignore_early_media=true means answered
+                continue
+            if msg.kind == "esl" and msg.leg == "company":
+                name = msg.data.name
+                if name == "CHANNEL_CREATE":
+                    self._schedule_hangup()
+                elif name == "CHANNEL_PROGRESS" and not ringing:
+                    ringing = True
+                    self._update(status="ringing")
+                    self._event("call.ringing", {})
+                elif name == "CHANNEL_PROGRESS_MEDIA":
+                    self._event("call.early_media", {})
+                    self._start_fork()
+                elif name == "CHANNEL_ANSWER":
+                    self._company_answered()
+                elif name == "CHANNEL_HANGUP":
+                    self._leg_hung_up(msg)
+                continue
+            if msg.kind == "det" and msg.data.kind in ("sit", "busy"):
+                log.info("call %s: detector says %s before answer", self.call_id, msg.data.kind)
+                self._kill(self.company_uuid)
+                raise Ended(msg.data.kind, f"detector: {msg.data.kind} in early media")
+            self._common(msg)
+
+    def _company_answered(self) -> None:
+        if self.company_answered:
+            return
+        self.company_answered = True
+        self._start_fork()
+        self._update(status="ivr", answered_at=db.utcnow())
+        self._event("call.answered", {"uuid": self.company_uuid})
+
+    # --- 2. navigate --------------------------------------------------------------------
+    def _navigate(self) -> None:
+        steps = self._flow_steps()
+        if not steps:
+            return  # flow-less: listen on hold right away
+        for i, raw in enumerate(steps):
+            step = normalize_step(raw)
+            kind = step["type"]
+            log.info("call %s: step %d/%d %s", self.call_id, i + 1, len(steps), kind)
+            if kind == "dtmf":
+                digits = self._say(step) or str(step.get("digits") or "")
+                self._wait_prompt_end(PROMPT_MAX_S)
+                self._send_dtmf(digits)
+                self._event(
+                    "ivr.dtmf", {"digits": "*" * len(digits) if step.get("say") else digits, "step": i}
+                )
+                self._wait_media(float(step.get("wait_after_ms", 500)) / 1000.0)
+            elif kind == "listen":
+                self._wait_prompt_end(float(step.get("timeout_s", PROMPT_MAX_S)))
+                self._event("ivr.prompt", {"step": i})
+            elif kind == "wait":
+                self._wait_media(float(step.get("seconds", 1)))
+            elif kind == "speak":
+                text = self._say(step) or str(step.get("text") or "")
+                if text:
+                    self._broadcast(self.company_uuid, self.rt.prompts.path(text))
+                    self._event("ivr.prompt", {"step": i, "spoke": bool(text)})
+            elif kind == "hold":
+                if step.get("max_s"):
+                    self.max_hold_s = min(self.max_hold_s, int(step["max_s"]))
+                return  # _hold_until_human does the waiting
+            elif kind == "transfer":
+                if step.get("to"):
+                    self.transfer_to = str(step["to"])
+                return
+            else:
+                raise ValueError(f"unknown call flow step type {kind!r}")
+
+    def _say(self, step: dict[str, Any]) -> str:
+        """The request option a step keys or speaks (`say: account_number`), or ''."""
+        key = step.get("say")
+        if not key:
+            return ""
+        value = self.options.get(str(key))
+        if value in (None, ""):
+            raise ValueError(f"call flow step needs option {key!r}, which the request does not have")
+        return str(value)
+
+    def _flow_steps(self) -> list[dict[str, Any]]:
+        with db.database.connection_context():
+            flow = None
+            if self.call.call_flow_id:
+                flow = db.CallFlow.get_or_none(db.CallFlow.id == self.call.call_flow_id)
+            if flow is None:
+                flow = db.CallFlow.for_number(self.number)
+            return flow.steps_json if flow is not None else []
+
+    # --- 3. hold ---------------------------------------------------------------------------
+    def _hold_until_human(self) -> None:
+        if self.detector is not None and self.detector.outcome == "human":
+            return
+        now = db.utcnow()
+        self._update(status="holding", hold_started_at=now)
+        self._event("hold.started", {"media_t": round(self.media_t, 2)})
+        deadline = time.monotonic() + self.max_hold_s
+        while True:
+            msg = self._next(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                raise Ended("no_human", f"no human within {self.max_hold_s}s")
+            if msg.kind == "det":
+                kind = msg.data.kind
+                if kind == "likely_human":
+                    self._event("human.likely", {"t": msg.data.t})
+                    self._play_connecting()
+                elif kind == "human":
+                    return
+                elif kind in DETECTOR_FINAL:
+                    raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+                continue
+            self._common(msg)
+
+    # --- 4. connect the user ----------------------------------------------------------------
+    def _connect_user(self) -> None:
+        self._update(status="human_detected", human_detected_at=db.utcnow())
+        self._event("human.detected", {"t": round(self.media_t, 2)})
+        self._play_connecting()
+        self._update(status="connecting")
+        devices = self._devices()
+        rounds = 1 + int(self.options.get("desk_retries", DESK_RETRIES))
+        last = "user_no_answer"
+        for attempt in range(rounds):
+            for ext in devices:
+                outcome = self._ring_desk(ext)
+                if outcome == "answered":
+                    if self.options.get("screen") and not self._screen():
+                        self._kill(self.desk_uuid)
+                        last = "user_no_answer"
+                        continue
+                    self._bridge()
+                    return
+                last = outcome
+            if attempt + 1 < rounds:
+                self._broadcast(self.company_uuid, self.rt.prompts.reassure())
+                self._event("agent.prompt", {"prompt": "reassure"})
+        reason = (
+            "desk phone not registered" if last == "device_unavailable" else "nobody answered the desk phone"
+        )
+        raise Ended(last, reason)
+
+    def _devices(self) -> list[str]:
+        devices = self.options.get("devices")  # "1000,1001": ring these in turn
+        if isinstance(devices, str) and devices.strip():
+            return [d.strip() for d in devices.split(",") if d.strip()]
+        if self.transfer_to:
+            return [self.transfer_to]
+        with db.database.connection_context():
+            dev = db.Device.default()
+        if dev is None:
+            raise Ended("device_unavailable", "no desk device configured")
+        return [dev.extension]
+
+    def _ring_desk(self, ext: str) -> str:
+        """Ring one device: 'answered', 'device_unavailable' or 'user_no_answer'."""
+        self.desk_uuid = str(uuidlib.uuid4())
+        self._update(desk_uuid=self.desk_uuid)
+        self._subscribe(self.desk_uuid, "desk")
+        digits = self.number.lstrip("+")
+        variables = {
+            "origination_uuid": self.desk_uuid,
+            VAR_CALL_ID: self.call_id,
+            VAR_ROLE: "desk",
+            VAR_WORKER: self.rt.worker_id,
+            "ignore_early_media": "true",
+            "originate_timeout": self.s.desk_ring_timeout_s,
+            "origination_caller_id_name": self.company_name,
+            "origination_caller_id_number": digits,
+        }
+        cmd = f"originate {dial_vars(variables)}user/{ext}@{self.s.sip_domain} &park()"
+        self.legs_up[self.desk_uuid] = True
+        self.greenlets.append(
+            gevent.spawn(self._bgapi, cmd, self.s.desk_ring_timeout_s + ORIGINATE_SLACK_S, "desk")
+        )
+        self._event("device.ringing", {"extension": ext, "uuid": self.desk_uuid})
+        log.info("call %s: ringing desk %s as %s", self.call_id, ext, self.desk_uuid)
+        while True:
+            msg = self._next(timeout=self.s.desk_ring_timeout_s + ORIGINATE_SLACK_S * 2)
+            if msg is None:
+                self._kill(self.desk_uuid)
+                return "user_no_answer"
+            if msg.kind == "originate" and msg.leg == "desk":
+                ok, detail = msg.data
+                if ok:
+                    self._event("device.answered", {"extension": ext})
+                    return "answered"
+                self.legs_up[self.desk_uuid] = False
+                log.info("call %s: desk %s: %s", self.call_id, ext, detail)
+                self._event("device.failed", {"extension": ext, "cause": detail})
+                return "device_unavailable" if detail in DESK_UNAVAILABLE_CAUSES else "user_no_answer"
+            if msg.kind == "esl" and msg.leg == "desk":
+                if msg.data.name == "CHANNEL_ANSWER":
+                    self._event("device.answered", {"extension": ext})
+                    return "answered"
+                if msg.data.name == "CHANNEL_HANGUP":
+                    self.legs_up[self.desk_uuid] = False
+                    cause = msg.data.get("Hangup-Cause", "") or ""
+                    return "device_unavailable" if cause in DESK_UNAVAILABLE_CAUSES else "user_no_answer"
+                continue
+            if msg.kind == "det":
+                continue  # the agent talking while the phone rings is expected
+            self._common(msg)
+
+    def _screen(self) -> bool:
+        self._broadcast(self.desk_uuid, self.rt.prompts.whisper(self.company_name))
+        deadline = time.monotonic() + SCREEN_TIMEOUT_S
+        while True:
+            msg = self._next(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                return False
+            if msg.kind == "esl" and msg.leg == "desk":
+                if msg.data.name == "DTMF" and msg.data.get("DTMF-Digit") == "1":
+                    return True
+                if msg.data.name == "CHANNEL_HANGUP":
+                    self.legs_up[self.desk_uuid] = False
+                    return False
+                continue
+            if msg.kind == "det":
+                continue
+            self._common(msg)
+
+    def _bridge(self) -> None:
+        self._api(f"uuid_break {self.company_uuid} all", quiet=True)
+        reply = self._api(f"uuid_bridge {self.company_uuid} {self.desk_uuid}")
+        if not reply.startswith("+OK"):
+            raise EslError(f"uuid_bridge failed: {reply.strip()}")
+        self._update(status="transferred", bridged_at=db.utcnow())
+        self._event(
+            "call.bridged",
+            {
+                "company_uuid": self.company_uuid,
+                "desk_uuid": self.desk_uuid,
+                "hold_seconds": self._hold_seconds(),
+            },
+        )
+        log.info(
+            "call %s: bridged to the desk phone after %.1fs on hold",
+            self.call_id,
+            self._hold_seconds() or 0.0,
+        )
+
+    # --- 5. follow until hangup ---------------------------------------------------------------
+    def _follow_bridge(self) -> None:
+        while any(self.legs_up.get(u) for u in (self.company_uuid, self.desk_uuid)):
+            msg = self._next(timeout=None)
+            if msg is None:
+                continue
+            if msg.kind == "esl" and msg.data.name == "CHANNEL_HANGUP":
+                self._leg_hung_up(msg)
+                if not self.company_cause:
+                    self.company_cause = msg.data.get("Hangup-Cause", "") or ""
+                # the other leg follows by itself (bridge); make sure of it
+                other = self.desk_uuid if msg.leg == "company" else self.company_uuid
+                self._kill(other)
+                raise Ended("transferred", "", self.company_cause)
+            if msg.kind in ("det", "fork_closed"):
+                continue
+            self._common(msg, bridged=True)
+
+    # === inbox plumbing ==========================================================================
+    def _next(self, timeout: float | None) -> Msg | None:
+        try:
+            return self.inbox.get(timeout=timeout)
+        except gevent.queue.Empty:
+            return None
+
+    def _common(self, msg: Msg, bridged: bool = False) -> None:
+        """Handle what can happen at any point: hangups, control messages, fork/ESL trouble."""
+        if msg.kind == "ctl":
+            action = msg.data
+            if action["action"] == "hangup":
+                log.info("call %s: canceled by the user", self.call_id)
+                self._kill(self.company_uuid)
+                self._kill(self.desk_uuid)
+                raise Ended(
+                    "transferred" if bridged else "canceled", "" if bridged else "canceled by the user"
+                )
+            if action["action"] == "dtmf":
+                self._send_dtmf(action["digits"])
+                self._event("ivr.dtmf", {"digits": action["digits"], "source": "user"})
+            return
+        if msg.kind == "esl":
+            ev = msg.data
+            if ev.name == "CHANNEL_HANGUP":
+                self._leg_hung_up(msg)
+                if msg.leg == "company":
+                    cause = ev.get("Hangup-Cause", "") or ""
+                    if self.status in ("human_detected", "connecting"):
+                        self._kill(self.desk_uuid)
+                        raise Ended("agent_hung_up", "the agent hung up before the user answered", cause)
+                    det = self.detector.outcome if self.detector is not None else None
+                    if det in DETECTOR_FINAL:
+                        raise Ended(DETECTOR_FINAL[det], f"detector: {det}", cause)
+                    raise Ended("no_human", f"the company hung up ({cause})", cause)
+            elif ev.name == "DTMF":
+                self._event("ivr.dtmf", {"digits": ev.get("DTMF-Digit", ""), "from": msg.leg})
+            elif ev.key == "mod_audio_fork::connect_failed":
+                log.warning("call %s: audio fork could not connect: %s", self.call_id, ev.body)
+            return
+        if msg.kind == "esl_down":
+            log.warning(
+                "call %s: ESL connection dropped (%s leg); waiting for reconnect", self.call_id, msg.leg
+            )
+            return
+        if msg.kind == "esl_up":
+            self._after_esl_reconnect(msg.leg)
+            return
+        if msg.kind == "fork_closed":
+            log.info("call %s: audio fork closed", self.call_id)
+            return
+        if msg.kind == "det":
+            return
+
+    def _leg_hung_up(self, msg: Msg) -> None:
+        uuid = msg.data.unique_id
+        self.legs_up[uuid] = False
+        if msg.leg == "company":
+            self.company_cause = msg.data.get("Hangup-Cause", "") or self.company_cause
+        log.info(
+            "call %s: %s leg %s hung up (%s)", self.call_id, msg.leg, uuid, msg.data.get("Hangup-Cause", "")
+        )
+
+    def _wait_media(self, seconds: float) -> None:
+        """Let `seconds` of far-end audio pass (media time, so it scales with the switch's speed)."""
+        target = self.media_t + seconds
+        while self.media_t < target:
+            msg = self._next(timeout=max(5.0, seconds * 2))
+            if msg is None:
+                return  # no audio flowing: do not wait forever
+            self._maybe_human(msg)
+            if msg.kind != "det":
+                self._common(msg)
+
+    def _wait_prompt_end(self, max_media_s: float) -> None:
+        """Wait until the far end spoke and then stayed quiet PROMPT_END_SILENCE_S (media time)."""
+        start = self.media_t
+        heard_speech = False
+        quiet_since: float | None = None
+        while self.media_t - start < max_media_s:
+            msg = self._next(timeout=max(5.0, max_media_s))
+            if msg is None:
+                return
+            if msg.kind != "det":
+                self._common(msg)
+                continue
+            self._maybe_human(msg)
+            ev = msg.data
+            if ev.kind != "state":
+                continue
+            if ev.state in ("speech", "music", "dtmf", "beep", "noise"):
+                heard_speech = True
+                quiet_since = None
+            elif ev.state == "silence" and heard_speech and quiet_since is None:
+                quiet_since = ev.t
+            if quiet_since is not None and self.media_t - quiet_since >= PROMPT_END_SILENCE_S:
+                return
+
+    def _maybe_human(self, msg: Msg) -> None:
+        """A human (or voicemail) can answer in the middle of the IVR; stop navigating then."""
+        if msg.kind != "det":
+            return
+        kind = msg.data.kind
+        if kind == "likely_human":
+            self._event("human.likely", {"t": msg.data.t})
+            self._play_connecting()
+        elif kind == "human":
+            raise _HumanNow()
+        elif kind in DETECTOR_FINAL and self.company_answered:
+            raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+
+    # === helpers: switch ==================================================================
+    def _subscribe(self, uuid: str, leg: str) -> None:
+        stream = self.client.events_for(uuid)
+        self.greenlets.append(gevent.spawn(self._esl_pump, stream, leg))
+
+    def _esl_pump(self, stream: Any, leg: str) -> None:
+        while True:
+            ev = stream.get(timeout=None)
+            if ev is None:
+                return  # released
+            name = getattr(ev, "name", "")
+            if name == "HS_ESL_DISCONNECTED":
+                self.inbox.put(Msg("esl_down", leg=leg))
+            elif name == "HS_ESL_RECONNECTED":
+                self.inbox.put(Msg("esl_up", leg=leg))
+            elif not name.startswith("HS_"):
+                self.inbox.put(Msg("esl", ev, leg=leg))
+
+    def _bgapi(self, cmd: str, timeout: float, leg: str) -> None:
+        try:
+            body = self.client.bgapi(cmd, timeout)
+            result = bgapi_result(body)
+        except EslTimeout:
+            result = (False, "ORIGINATE_TIMEOUT")
+        except EslDisconnected:
+            result = (False, "ESL_DISCONNECTED")
+        except EslError as exc:
+            result = bgapi_result(getattr(exc, "reply", "") or f"-ERR {getattr(exc, 'cause', 'FAILED')}")
+        self.inbox.put(Msg("originate", result, leg=leg))
+
+    def _api(self, cmd: str, quiet: bool = False) -> str:
+        try:
+            return str(self.client.api(cmd))
+        except EslError as exc:
+            if not quiet:
+                raise
+            log.info("call %s: %s failed: %s", self.call_id, cmd.split()[0], exc)
+            return f"-ERR {exc}"
+
+    def _schedule_hangup(self) -> None:
+        reply = self._api(
+            f"sched_hangup +{self.s.max_hold_s} {self.company_uuid} ALLOTTED_TIMEOUT", quiet=True
+        )
+        log.info("call %s: switch-side cap of %ss: %s", self.call_id, self.s.max_hold_s, reply.strip())
+
+    def _start_fork(self) -> None:
+        if self.fork_started:
+            return
+        self.fork_started = True
+        url = self.rt.fork_server.url_for(self.call_id)
+        meta = json.dumps({"callId": self.call_id, "leg": self.company_uuid}, separators=(",", ":"))
+        rate = "16k" if self.s.audio_fork_rate == 16000 else "8k"
+        reply = self._api(f"uuid_audio_fork {self.company_uuid} start {url} mono {rate} {meta}", quiet=True)
+        log.info("call %s: audio fork to %s: %s", self.call_id, url, reply.strip())
+
+    def _send_dtmf(self, digits: str) -> None:
+        if digits:
+            self._api(f"uuid_send_dtmf {self.company_uuid} {digits}", quiet=True)
+
+    def _broadcast(self, uuid: str, path: str) -> None:
+        self._api(f"uuid_broadcast {uuid} {path} aleg", quiet=True)
+
+    def _play_connecting(self) -> None:
+        if self.prompt_played:
+            return
+        self.prompt_played = True
+        self._broadcast(self.company_uuid, self.rt.prompts.connecting())
+        self._event("agent.prompt", {"prompt": "connecting"})
+
+    def _kill(self, uuid: str) -> None:
+        if uuid and self.legs_up.get(uuid):
+            self._api(f"uuid_kill {uuid}", quiet=True)
+            self.legs_up[uuid] = False
+
+    def _after_esl_reconnect(self, leg: str) -> None:
+        """ESL came back: end the call accounted if its leg vanished meanwhile."""
+        uuid = self.company_uuid if leg == "company" else self.desk_uuid
+        if not uuid or not self.legs_up.get(uuid):
+            return
+        exists = self._api(f"uuid_exists {uuid}", quiet=True).strip()
+        log.info("call %s: ESL back; %s leg %s exists: %s", self.call_id, leg, uuid, exists)
+        if exists == "true":
+            return
+        self.legs_up[uuid] = False
+        if leg == "company":
+            if self.status == "transferred":
+                raise Ended("transferred", "", "LOST_WHILE_DISCONNECTED")
+            raise Ended("failed", "company leg gone while the switch connection was down", "LOST")
+
+    # === helpers: audio =====================================================================
+    def _start_audio_pump(self) -> None:
+        if self.rt.detector_factory is not None:
+            self.detector = self.rt.detector_factory(self.number)
+        self.greenlets.append(gevent.spawn(self._audio_pump))
+
+    def _audio_pump(self) -> None:
+        stream = self.fork_stream
+        bytes_per_s = 2 * self.s.audio_fork_rate
+        while True:
+            frame = stream.get(timeout=None)
+            if frame is None:
+                self.inbox.put(Msg("fork_closed"))
+                return
+            arrival = time.perf_counter()
+            self.media_t += len(frame) / bytes_per_s
+            if self.detector is None:
+                continue
+            for ev in self.detector.feed(frame):
+                if ev.kind == "state":
+                    if ev.state == self.last_state:
+                        continue
+                    self.last_state = ev.state
+                    self._event("detector.state", {"t": round(ev.t, 2), "state": ev.state}, quiet=True)
+                self.inbox.put(Msg("det", ev, t_arrival=arrival))
+            if self.rt.on_lag is not None:
+                self.rt.on_lag(time.perf_counter() - arrival)
+
+    # === helpers: state =====================================================================
+    def _update(self, **fields: Any) -> None:
+        """Write fields to the Call row (never over a final status) and mirror status to job.meta."""
+        if "status" in fields:
+            self.status = fields["status"]
+        fields["updated_at"] = db.utcnow()
+        try:
+            with db.database.connection_context():
+                q = db.Call.update(**fields).where(db.Call.id == self.call_id)
+                if fields.get("status") not in db.FINAL_STATUSES:
+                    q = q.where(
+                        db.Call.status.not_in(sorted(db.FINAL_STATUSES)) | (db.Call.status == "transferred")
+                    )
+                q.execute()
+        except Exception:
+            log.exception("call %s: could not store %s", self.call_id, sorted(fields))
+            raise
+        if "status" in fields and self.job is not None:
+            try:
+                self.job.meta.update(
+                    {"call_id": self.call_id, "status": self.status, "hold_seconds": self._hold_seconds()}
+                )
+                self.job.save_meta()
+            except Exception as exc:  # noqa: BLE001 - Redis trouble must not end a call
+                log.warning("call %s: job meta not saved: %s", self.call_id, exc)
+
+    def _hold_seconds(self) -> float | None:
+        with db.database.connection_context():
+            call = db.Call.get_or_none(db.Call.id == self.call_id)
+            return call.hold_seconds() if call is not None else None
+
+    def _event(self, type_: str, data: dict[str, Any], quiet: bool = False) -> None:
+        from worker import events
+
+        try:
+            with db.database.connection_context():
+                events.publish(self.rt.redis, self.call_id, type_, data)
+        except Exception as exc:  # noqa: BLE001 - Redis down: log and continue, the DB row is the truth
+            log.warning("call %s: event %s not published: %s", self.call_id, type_, exc)
+        if not quiet:
+            log.info("call %s: %s %s", self.call_id, type_, data)
+
+    def _cleanup(self, final: Ended | None) -> None:
+        try:
+            for uuid, up in list(self.legs_up.items()):
+                if up:
+                    log.info("call %s: hanging up leg %s on exit", self.call_id, uuid)
+                    self._kill(uuid)
+        except BaseException:  # noqa: BLE001 - keep cleaning up: a leg must never stay up
+            log.exception("call %s: error while hanging up legs", self.call_id)
+        for uuid in (self.company_uuid, self.desk_uuid):
+            if uuid and self.client is not None:
+                try:
+                    self.client.release(uuid)
+                except Exception:  # noqa: BLE001 - best effort
+                    log.debug("call %s: release %s failed", self.call_id, uuid)
+        try:
+            self.rt.fork_server.release(self.call_id)
+        except Exception:  # noqa: BLE001 - best effort
+            log.debug("call %s: fork release failed", self.call_id)
+        gevent.killall(self.greenlets, block=False)
+        self.rt.active.pop(self.call_id, None)
+        if final is None:
+            final = Ended("failed", "ended without a status")
+        fields: dict[str, Any] = {"status": final.status, "ended_at": db.utcnow()}
+        if final.reason:
+            fields["status_reason"] = final.reason
+        cause = final.cause or self.company_cause
+        if cause:
+            fields["hangup_cause"] = cause
+        try:
+            self._update(**fields)
+        except Exception:  # noqa: BLE001 - logged in _update; the reaper is the backstop
+            return
+        self._event("call.ended", {"status": final.status, "reason": final.reason, "hangup_cause": cause})
+
+    def _result(self) -> dict[str, Any]:
+        with db.database.connection_context():
+            call = db.Call.get_by_id(self.call_id)
+            return {
+                "call_id": call.id,
+                "status": call.status,
+                "reason": call.status_reason,
+                "hold_seconds": call.hold_seconds(),
+            }
+
+
+class _HumanNow(Exception):  # noqa: N818 - control flow: a human answered during navigation
+    pass
+
+
+def active_call_ids(rt: Runtime) -> Iterable[str]:
+    return list(rt.active)
