@@ -1,0 +1,123 @@
+from gevent import monkey
+
+monkey.patch_all()
+
+"""`python -m worker`: the gevent worker process.
+
+Reads Settings from the environment (REDIS_URL, DATABASE_URL, ESL_HOSTS,
+ESL_PASSWORD, AUDIO_FORK_BIND, AUDIO_FORK_PUBLIC_HOST, ...; PROMPTS_DIR for the
+rendered prompts, a directory the switch can read too), then runs: the ESL pool
+(one connection per FreeSWITCH), the audio-fork WebSocket endpoint, the control
+channel hub, the reaper, and the GeventWorker on Settings.queue_name.  Prints
+`worker: listening on queue <q> as <id>` once it takes jobs.  SIGTERM/SIGINT:
+warm shutdown (see worker/runner.py); a second signal: cold.
+"""
+
+import argparse  # noqa: E402 - monkey.patch_all() must run first
+import logging  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import redis  # noqa: E402
+
+from worker import db, events, job  # noqa: E402
+from worker.config import Settings  # noqa: E402
+from worker.prompts import Prompts  # noqa: E402
+from worker.reaper import Reaper  # noqa: E402
+from worker.runner import DEFAULT_GRACE_S, GeventWorker  # noqa: E402
+from worker.session import Runtime  # noqa: E402
+
+log = logging.getLogger("worker")
+
+ESL_READY_WAIT_S = 10.0      # seconds to wait for a first switch before taking jobs anyway (they retry)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m worker", description="Hold Slayer gevent worker")
+    p.add_argument("--name", default="", help="worker id (default host.pid.random)")
+    p.add_argument("--grace", type=float, default=float(os.environ.get("WORKER_GRACE_S", DEFAULT_GRACE_S)),
+                   help="seconds running calls may continue after SIGTERM (default %(default)s)")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    p.add_argument("--burst", action="store_true", help="exit once the queue is empty and calls are done")
+    return p.parse_args(argv)
+
+
+def make_detector_factory(rate: int) -> Any:
+    from worker.audio.detector import HoldDetector
+
+    def factory(number: str) -> Any:
+        with db.database.connection_context():
+            known = [f.fingerprint_json for f in db.Fingerprint.for_number(number)]
+        return HoldDetector(sample_rate=rate, known=known)
+
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"worker: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if not settings.esl_password:
+        print("worker: ESL_PASSWORD is not set; it must match event_socket.conf.xml of your FreeSWITCH "
+              "(the stand-in switch takes it as --password)", file=sys.stderr)
+        return 2
+
+    from worker.audio_fork import ForkServer
+    from worker.esl import EslPool
+
+    db.init_db(settings.database_url)
+    conn = redis.Redis.from_url(settings.redis_url)
+    worker_id = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+
+    pool = EslPool.from_settings(settings)
+    pool.start()
+    if not pool.wait_ready(ESL_READY_WAIT_S):
+        log.warning("worker %s: no FreeSWITCH reachable yet at %s; retrying in the background",
+                    worker_id, ",".join(settings.esl_hosts))
+    fork = ForkServer(bind=settings.audio_fork_bind, public_host=settings.audio_fork_public_host)
+    fork.start()
+    prompts = Prompts(os.environ.get("PROMPTS_DIR", "prompts"))
+    prompts.warm()
+
+    rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
+                 worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
+                 esl_pool=pool)
+    job.install(rt)
+    hub = job.ControlHub(conn, rt)
+    hub.start()
+    reaper = Reaper(conn, pool.clients, worker_id, settings.worker_heartbeat_s,
+                    publish=lambda cid, t, d: events.publish(conn, cid, t, d),
+                    is_mine=lambda cid: cid in rt.active)
+    w = GeventWorker([settings.queue_name], connection=conn, name=worker_id,
+                     max_jobs=settings.max_calls_per_worker, grace_s=args.grace,
+                     heartbeat_s=settings.worker_heartbeat_s, on_tick=reaper.tick)
+    runner = gevent.spawn(w.work, burst=args.burst)
+    w.started.wait()
+    print(f"worker: listening on queue {settings.queue_name} as {worker_id} "
+          f"(audio fork on port {fork.port}, ESL {','.join(settings.esl_hosts)})", flush=True)
+    try:
+        runner.join()
+    finally:
+        hub.stop()
+        job.install(None)
+        for stop in (getattr(fork, "stop", None), pool.close):
+            if stop is not None:
+                try:
+                    stop()
+                except Exception:  # noqa: BLE001 - shutting down anyway
+                    log.exception("worker %s: error while stopping", worker_id)
+        log.info("worker %s: exited", worker_id)
+    return 0 if runner.successful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
