@@ -182,15 +182,8 @@ class Stack:
         )
 
     def start_web(self) -> Proc:
-        self.web_port = free_port()
-        proc = self._spawn(
-            "web",
-            "web",
-            ["-m", "web", "--host", "127.0.0.1", "--port", str(self.web_port)],
-            env={"PORT": str(self.web_port), "HOST": "127.0.0.1"},
-        )
-        if proc.match.get("port"):
-            self.web_port = int(proc.match["port"])
+        proc = self._spawn("web", "web", ["-m", "web", "--bind", "127.0.0.1:0"])
+        self.web_port = int(proc.match["port"])
         return proc
 
     def start_all(self) -> None:
