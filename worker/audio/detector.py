@@ -1,0 +1,147 @@
+"""HoldDetector: the facade the worker job and `python -m worker.replay` both run.
+
+    det = HoldDetector(sample_rate=8000, params=DetectorParams(), known=[Fingerprint, ...])
+    for ev in det.feed(pcm_bytes):      # any number of bytes; whole 20 ms frames are used,
+        ...                             # a partial frame waits for the next call
+    det.outcome                         # None | human | voicemail | sit | busy
+    det.finish()                        # the outcome at the end of the audio (no_human if none)
+
+Media time is the number of samples fed: no clocks, sockets or logging here.
+Feeding a recording in one call or frame by frame gives the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .classifier import ClassifierParams, FrameClassifier, Hysteresis
+from .features import FRAME_MS, frame_samples
+from .fingerprint import Fingerprint, FingerprintStore
+from .human import HumanDecider, HumanParams
+
+OUTCOMES = ("human", "voicemail", "sit", "busy", "no_human")
+EVENT_KINDS = ("state", "likely_human", "human", "voicemail", "sit", "busy", "beep", "dtmf")
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    classifier: ClassifierParams = field(default_factory=ClassifierParams)
+    human: HumanParams = field(default_factory=HumanParams)
+
+
+@dataclass
+class DetectorEvent:
+    t: float                 # media seconds (end of the frame that decided it)
+    kind: str                # one of EVENT_KINDS
+    state: str               # the classifier state at that moment
+    confidence: float = 1.0
+    detail: str = ""         # DTMF key, beep frequency, busy/reorder
+
+    def to_dict(self) -> dict:
+        return {"t": self.t, "kind": self.kind, "state": self.state,
+                "confidence": round(self.confidence, 3), "detail": self.detail}
+
+
+class HoldDetector:
+    def __init__(self, sample_rate: int = 8000, params: DetectorParams | None = None,
+                 known: Iterable[Fingerprint | dict] = ()) -> None:
+        self.sample_rate = sample_rate
+        self.frame_bytes = frame_samples(sample_rate) * 2      # raises on an unsupported rate
+        self.params = params or DetectorParams()
+        fps = [k if isinstance(k, Fingerprint) else Fingerprint.from_dict(k) for k in known]
+        self.store = FingerprintStore(fps)
+        self.classifier = FrameClassifier(sample_rate, self.params.classifier)
+        self.decider = HumanDecider(self.params.human, self.store, sample_rate)
+        self.hysteresis = Hysteresis(self.params.classifier.hold_frames)
+        self._pending = b""
+        self.frames = 0
+        self.likely_human_at: float | None = None
+        self.human_at: float | None = None
+        self.confidence = 0.0
+        self.frame_states: list[str] | None = None   # set to [] to record the state of every frame
+
+    @property
+    def state(self) -> str:
+        return self.hysteresis.state
+
+    @property
+    def outcome(self) -> str | None:
+        return self.decider.outcome
+
+    @property
+    def media_seconds(self) -> float:
+        return self.frames * FRAME_MS / 1000.0
+
+    def feed(self, pcm: bytes) -> list[DetectorEvent]:
+        """Whole L16 LE frames are analysed now; a trailing partial frame waits for more bytes."""
+        if not isinstance(pcm, bytes | bytearray | memoryview):
+            raise TypeError(f"feed() takes bytes of L16 audio, got {type(pcm).__name__}")
+        data = self._pending + bytes(pcm)
+        whole = len(data) - len(data) % self.frame_bytes
+        self._pending = data[whole:]
+        if not whole:
+            return []
+        frames = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+        return self._run(frames.reshape(-1, self.frame_bytes // 2))
+
+    def transcript_hint(self, text: str, t: float | None = None) -> int:
+        """Speech-to-text of what the far end just said: +1 sounds live, -1 sounds recorded, 0 neither."""
+        if not isinstance(text, str):
+            raise TypeError("transcript_hint() takes text")
+        return self.decider.hint(text, self.media_seconds if t is None else t)
+
+    def prompt_ended(self, min_silence_ms: int = 700) -> bool:
+        """Navigator helper (LISTEN steps): speech was heard, then at least min_silence_ms of silence."""
+        return self.decider.prompt_ended(min_silence_ms / 1000.0)
+
+    def fingerprints(self) -> list[dict]:
+        """Recordings heard in this call, for storing per company (import with known=...)."""
+        return self.store.export()
+
+    def finish(self) -> str:
+        """The outcome at the end of the audio."""
+        return self.decider.outcome or "no_human"
+
+    # -- internals --------------------------------------------------------------------
+    def _run(self, frames: np.ndarray) -> list[DetectorEvent]:
+        block = self.classifier.process(frames)
+        decider, hyst = self.decider, self.hysteresis
+        events: list[DetectorEvent] = []
+        tone_at: dict[int, list] = {}
+        for j, tev in block.tone_events:
+            tone_at.setdefault(j, []).append(tev)
+        labels, active, tone = block.labels, block.active, block.tone
+        words, energy, flux = block.words, block.energy_db, block.flux
+        record = self.frame_states
+        base = block.start
+        for j in range(len(labels)):
+            i = base + j
+            label = labels[j]
+            if hyst.step(label):
+                events.append(DetectorEvent(round((i + 1) * 0.02, 3), "state", hyst.state))
+            if record is not None:
+                record.append(hyst.state)
+            if j in tone_at:
+                for tev in tone_at[j]:
+                    if tev.kind in ("dtmf", "beep"):
+                        events.append(DetectorEvent(tev.t, tev.kind, hyst.state, 1.0, tev.detail))
+                    d = decider.tone_event(i, tev.kind)
+                    if d is not None:
+                        events.append(self._decided(d))
+            if decider.outcome is None:
+                d = decider.step(i, active[j], energy[j], flux[j], tone[j], words[j])
+                if d is not None:
+                    events.append(self._decided(d))
+        self.frames += len(labels)
+        return events
+
+    def _decided(self, d) -> DetectorEvent:
+        self.confidence = d.confidence
+        if d.kind == "likely_human" and self.likely_human_at is None:
+            self.likely_human_at = d.t
+        if d.kind == "human":
+            self.human_at = d.t
+        return DetectorEvent(d.t, d.kind, self.hysteresis.state, d.confidence, d.detail)

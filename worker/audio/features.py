@@ -1,0 +1,186 @@
+"""Per-frame acoustic features, computed for a block of 20 ms frames at once.
+
+Pure: numpy in, numpy out.  Every feature of frame i depends only on frame i
+and the frames before it (the extractor keeps the little history it needs), so
+feeding a recording in one block or frame by frame gives the same numbers.
+
+Cheap features are computed for every frame (energy, a 256-point spectrum at
+8 kHz, peak tonality, spectral flux, flatness).  The expensive one, a fine
+spectrum for exact tone frequencies, is computed only for frames the cheap
+ones call tonal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME_MS = 20
+SUPPORTED_RATES = (8000, 16000)
+BAND_LO_HZ = 250.0        # the telephone band we look at, Hz
+BAND_HI_HZ = 3600.0
+DTMF_LOW_BAND = (640.0, 1000.0)    # where DTMF row tones may lie, Hz (with margin)
+DTMF_HIGH_BAND = (1130.0, 1720.0)  # column tones, Hz
+FP_BANDS = 17             # fingerprint bands (16 difference bits per frame)
+FINE_BIN_HZ = 4.0         # resolution of the fine spectrum used for tone frequencies, Hz
+
+
+def frame_samples(sample_rate: int) -> int:
+    if sample_rate not in SUPPORTED_RATES:
+        raise ValueError(f"sample rate must be 8000 or 16000 Hz, got {sample_rate}")
+    return sample_rate * FRAME_MS // 1000
+
+
+@dataclass
+class Features:
+    """Arrays with one value per frame."""
+
+    energy_db: np.ndarray     # mean square power, dB re full scale (-100 for digital silence)
+    tonality: np.ndarray      # share of band power in the two strongest spectral peaks, 0..1
+    purity: np.ndarray        # share of band power in the strongest peak alone, 0..1
+    flux: np.ndarray          # spectral change against the previous frame, 0 (same) .. 1 (unrelated)
+    flatness: np.ndarray      # spectral flatness (geometric / arithmetic mean), 0 (tonal) .. 1 (white)
+    f1: np.ndarray            # frequency of the strongest peak, Hz (interpolated; exact for DTMF-like)
+    f2: np.ndarray            # frequency of the second peak, Hz
+    level2_db: np.ndarray     # level of the second peak relative to the first, dB (<= 0)
+    bits: np.ndarray          # 16-bit spectro-temporal fingerprint word per frame (see fingerprint.py)
+
+    def __len__(self) -> int:
+        return len(self.energy_db)
+
+
+class FeatureExtractor:
+    """Stateful (history only) feature extractor for one stream."""
+
+    def __init__(self, sample_rate: int, tonal_threshold: float = 0.9) -> None:
+        self.sample_rate = sample_rate
+        self.n = frame_samples(sample_rate)
+        self.tonal_threshold = tonal_threshold
+        self.nfft = 256 * sample_rate // 8000
+        freqs = np.fft.rfftfreq(self.nfft, 1.0 / sample_rate)
+        self.band = np.flatnonzero((freqs >= BAND_LO_HZ) & (freqs <= BAND_HI_HZ))
+        self.bin_hz = sample_rate / self.nfft
+        self.window = np.hanning(self.n).astype(np.float32)
+        self.fine_nfft = int(2 ** np.round(np.log2(sample_rate / FINE_BIN_HZ)))
+        self.fine_hz = sample_rate / self.fine_nfft
+        fine_freqs = np.fft.rfftfreq(self.fine_nfft, 1.0 / sample_rate)
+        self.fine_band = np.flatnonzero((fine_freqs >= BAND_LO_HZ) & (fine_freqs <= BAND_HI_HZ))
+        self._prev_spec: np.ndarray | None = None
+        self.bands = _band_matrix(freqs[self.band], FP_BANDS)
+        self._prev_bands: np.ndarray | None = None
+
+    # -- public -------------------------------------------------------------------
+    def compute(self, frames: np.ndarray) -> Features:
+        """frames: (N, samples_per_frame) float32 in [-1, 1]."""
+        if frames.ndim != 2 or frames.shape[1] != self.n:
+            raise ValueError(f"expected frames of {self.n} samples, got shape {frames.shape}")
+        count = frames.shape[0]
+        power = np.mean(frames * frames, axis=1)
+        energy_db = 10.0 * np.log10(power + 1e-10)
+
+        spec = np.abs(np.fft.rfft(frames * self.window, n=self.nfft, axis=1)) ** 2
+        band = spec[:, self.band] + 1e-12
+        total = band.sum(axis=1)
+        rows = np.arange(count)
+        k1 = np.argmax(band, axis=1)
+        peak1 = _peak_power(band, k1)
+        masked = band.copy()
+        for d in (-4, -3, -2, -1, 0, 1, 2, 3, 4):
+            masked[rows, np.clip(k1 + d, 0, band.shape[1] - 1)] = 0.0
+        k2 = np.argmax(masked, axis=1)
+        peak2 = _peak_power(band, k2)
+        tonality = np.minimum(1.0, (peak1 + peak2) / total)
+        purity = np.minimum(1.0, peak1 / total)
+
+        logb = np.log(band)
+        flatness = np.exp(logb.mean(axis=1)) / (total / band.shape[1])
+
+        # flux: 1 - cosine similarity of consecutive (square-root) spectra
+        mag = np.sqrt(band)
+        mag /= np.linalg.norm(mag, axis=1, keepdims=True)
+        prev = np.empty_like(mag)
+        prev[1:] = mag[:-1]
+        prev[0] = mag[0] if self._prev_spec is None else self._prev_spec
+        flux = 1.0 - np.sum(mag * prev, axis=1)
+        self._prev_spec = mag[-1].copy()
+
+        base = self.band[0]
+        f1 = (base + k1 + _parabolic(band, k1)) * self.bin_hz
+        f2 = (base + k2 + _parabolic(band, k2)) * self.bin_hz
+        lvl2 = 10.0 * np.log10(band[rows, k2] / band[rows, k1])
+        # exact frequencies where they matter (DTMF tolerances): fine spectrum, few frames
+        lo, hi = np.minimum(f1, f2), np.maximum(f1, f2)
+        fine = np.flatnonzero((tonality >= self.tonal_threshold) & (energy_db > -60.0)
+                              & (lo > DTMF_LOW_BAND[0]) & (lo < DTMF_LOW_BAND[1])
+                              & (hi > DTMF_HIGH_BAND[0]) & (hi < DTMF_HIGH_BAND[1]))
+        if len(fine):
+            f1[fine], f2[fine], lvl2[fine] = fine_peaks(
+                frames[fine], self.window, self.fine_nfft, self.fine_band, self.fine_hz)
+
+        # fingerprint words: sign of the band-energy difference across frequency, changed over time
+        be = np.log(band @ self.bands + 1e-9)
+        dfreq = be[:, 1:] - be[:, :-1]
+        prevd = np.empty_like(dfreq)
+        prevd[1:] = dfreq[:-1]
+        prevd[0] = dfreq[0] if self._prev_bands is None else self._prev_bands
+        self._prev_bands = dfreq[-1].copy()
+        bitsm = (dfreq - prevd) > 0
+        bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[1], dtype=np.uint16)).sum(axis=1)
+        return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2, bits.astype(np.uint16))
+
+
+def fine_peaks(
+    frames: np.ndarray, window: np.ndarray, nfft: int, band_idx: np.ndarray, bin_hz: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    spec = np.abs(np.fft.rfft(frames * window, n=nfft, axis=1)) ** 2
+    band = spec[:, band_idx] + 1e-12
+    rows = np.arange(band.shape[0])
+    k1 = np.argmax(band, axis=1)
+    # mask the main lobe of the first peak: Hann main lobe is 2 * nfft / len bins wide each side
+    lobe = int(np.ceil(2.0 * nfft / frames.shape[1])) + 1
+    masked = band.copy()
+    offs = np.arange(-lobe, lobe + 1)
+    cols = np.clip(k1[:, None] + offs[None, :], 0, band.shape[1] - 1)
+    masked[rows[:, None], cols] = 0.0
+    k2 = np.argmax(masked, axis=1)
+    base = band_idx[0]
+    f1 = (base + k1 + _parabolic(band, k1)) * bin_hz
+    f2 = (base + k2 + _parabolic(band, k2)) * bin_hz
+    lvl2 = 10.0 * np.log10(band[rows, k2] / band[rows, k1])
+    return f1, f2, lvl2
+
+
+def _band_matrix(freqs: np.ndarray, count: int) -> np.ndarray:
+    """(bins, count) 0/1 matrix: log-spaced bands over the given bin frequencies."""
+    edges = np.geomspace(300.0, 3400.0, count + 1)
+    m = np.zeros((len(freqs), count), dtype=np.float32)
+    for b in range(count):
+        m[(freqs >= edges[b]) & (freqs < edges[b + 1]), b] = 1.0
+    return m
+
+
+def _parabolic(band: np.ndarray, k: np.ndarray) -> np.ndarray:
+    rows = np.arange(band.shape[0])
+    km = np.clip(k - 1, 0, band.shape[1] - 1)
+    kp = np.clip(k + 1, 0, band.shape[1] - 1)
+    a, b, c = np.log(band[rows, km]), np.log(band[rows, k]), np.log(band[rows, kp])
+    den = a - 2 * b + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(den < 0, 0.5 * (a - c) / den, 0.0)
+    return np.clip(off, -0.5, 0.5)
+
+
+def _peak_power(band: np.ndarray, k: np.ndarray) -> np.ndarray:
+    rows = np.arange(band.shape[0])
+    last = band.shape[1] - 1
+    total = band[rows, k].copy()
+    for d in (-2, -1, 1, 2):
+        total += band[rows, np.clip(k + d, 0, last)]
+    return total
+
+
+def pcm_to_frames(pcm: bytes, samples_per_frame: int) -> np.ndarray:
+    """Whole L16 LE frames as (N, samples) float32 in [-1, 1]."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+    return x.reshape(-1, samples_per_frame)

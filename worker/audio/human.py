@@ -1,0 +1,249 @@
+"""The decision: a live person, or a recording, voicemail, SIT, busy.
+
+Pure and causal: one step per 20 ms frame, in media time.
+
+What tells a live person from a recording:
+- turn-taking: a person says a little (an utterance of at most `max_utterance_s`)
+  and waits for an answer (`wait_s` of silence, no music coming back); a
+  recording runs on (IVR menus, voicemail greetings) or returns to music;
+- what came before: hold music, then speech, is where agents appear;
+- repetition: a segment that matches one heard earlier in this call or stored
+  for the company is a recording;
+- voicemail: a beep after a long greeting, then silence;
+- transcript hints, when speech-to-text runs: "how can I help" raises
+  confidence, "please hold", "leave a message" marks a recording.
+
+An early `likely_human` fires once the utterance qualifies and the silence
+after it has lasted `likely_wait_s`; `human` when it has lasted `wait_s`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .features import FRAME_MS
+from .fingerprint import QUERY_WORDS, FingerprintStore
+
+FRAME_S = FRAME_MS / 1000.0
+
+POSITIVE_HINTS = (
+    r"\bmy name is\b", r"\bhow (can|may) i help\b", r"\bspeaking\b", r"\bthis is \w+", r"\bhello\b",
+    r"\bwho am i speaking\b", r"\bwhat can i do for you\b", r"\bthanks for holding\b", r"\bhi\b",
+)
+NEGATIVE_HINTS = (
+    r"\byour call is important\b", r"\bplease (hold|stay on the line)\b", r"\bleave a message\b",
+    r"\bafter the (tone|beep)\b", r"\bpress \w+", r"\bfor \w+ press\b",
+    r"\bcalls? (are|is) (being )?recorded\b", r"\bnext available\b", r"\bnot available\b",
+    r"\bout of (the )?office\b", r"\bthank you for (holding|waiting)\b",
+    r"\bestimated wait\b", r"\bnot in service\b", r"\bhas been disconnected\b",
+)
+
+
+@dataclass(frozen=True)
+class HumanParams:
+    """Decision tunables (seconds unless the name says otherwise)."""
+
+    join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
+    likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
+    wait_s: float = 1.2              # silence after a qualifying utterance for the decision
+    min_utterance_s: float = 0.4     # active speech in the utterance, at least
+    max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
+    dip_db: float = 15.0             # a frame this far under the utterance's loudest so far is a dip
+    flux_ref: float = 0.12           # spectral flux between music (~0.09) and speech (~0.16)
+    flux_weight: float = 2.5         # speech score = dip share + flux_weight * (mean flux - flux_ref)
+    speech_score: float = 0.2        # utterance speech score above this is speech, under it music
+    greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
+    beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
+    beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
+    talk_gap_s: float = 1.0          # utterances closer than this belong to one talk (greeting length)
+    confidence_likely: float = 0.7
+    confidence_human: float = 0.9
+    hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
+    positive_hints: tuple[str, ...] = POSITIVE_HINTS
+    negative_hints: tuple[str, ...] = NEGATIVE_HINTS
+
+
+@dataclass
+class Decision:
+    """One thing the decision machine concluded at media time t."""
+
+    t: float
+    kind: str              # likely_human, human, voicemail, sit, busy
+    confidence: float
+    detail: str = ""
+
+
+@dataclass
+class _Utterance:
+    start: int = 0              # first frame
+    last: int = 0               # last sound frame
+    sound: int = 0              # sound frames
+    peak_db: float = -100.0     # loudest frame so far
+    dips: int = 0               # frames (sound or short gap) well under the loudest so far
+    pending_dips: int = 0       # dips in the current gap, counted once sound resumes
+    flux: float = 0.0           # sum of spectral flux over sound frames
+    tone: bool = False          # a tone interrupted it
+    repeat: bool = False        # matched a recording heard before
+    hint: int = 0               # +1 positive / -1 negative transcript hint
+    words: list[int] = field(default_factory=list)
+    likely_sent: bool = False
+
+    def seconds(self) -> float:
+        return self.sound * FRAME_S
+
+    def speech_score(self, p: HumanParams) -> float:
+        if not self.sound:
+            return 0.0
+        span = self.last - self.start + 1
+        return self.dips / span + p.flux_weight * (self.flux / self.sound - p.flux_ref)
+
+
+class HumanDecider:
+    def __init__(self, params: HumanParams | None = None, store: FingerprintStore | None = None,
+                 sample_rate: int = 8000) -> None:
+        self.p = params or HumanParams()
+        self.store = store or FingerprintStore()
+        self.sample_rate = sample_rate
+        self.outcome: str | None = None
+        self.likely_at: float | None = None
+        self.utt: _Utterance | None = None
+        self.silence = 0                 # frames of silence since the last sound
+        self.talk_start = -1             # first frame of the current talk (utterances close together)
+        self.talk_sound = 0              # sound frames in it
+        self.talk_end = -1
+        self.beep_at = -1                # frame of a beep that may close a greeting
+        self.beep_talk_s = 0.0
+        self._wait = round(self.p.wait_s / FRAME_S)
+        self._likely = round(self.p.likely_wait_s / FRAME_S)
+        self._join = round(self.p.join_gap_s / FRAME_S)
+        self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
+        self._hints: list[tuple[float, int]] = []
+
+    # -- inputs ---------------------------------------------------------------------
+    def hint(self, text: str, t: float) -> int:
+        """A transcript of speech heard around media time t: returns +1, -1 or 0."""
+        low = text.lower()
+        score = 0
+        if any(re.search(h, low) for h in self.p.negative_hints):
+            score = -1
+        elif any(re.search(h, low) for h in self.p.positive_hints):
+            score = 1
+        if score and self.utt is not None:
+            self.utt.hint = score
+        return score
+
+    def step(self, i: int, active: bool, energy_db: float, flux: float, tone: bool,
+             word: int) -> Decision | None:
+        """One frame: i its media index; returns a decision made at this frame, if any."""
+        if self.outcome is not None:
+            return None
+        p = self.p
+        utt = self.utt
+        if tone:
+            if utt is not None:
+                utt.tone = True
+            self.silence = 0
+            return self._after_beep(i, sound=True)
+        if active:
+            if utt is None or self.silence >= self._join or (
+                    self.silence >= 5 and utt.sound >= 50 and utt.speech_score(p) < p.speech_score):
+                self._finish_utterance()
+                utt = self.utt = _Utterance(start=i)
+                if self.talk_end < 0 or i - self.talk_end > self._talk_gap:
+                    self.talk_start, self.talk_sound = i, 0
+            utt.sound += 1
+            utt.last = i
+            utt.flux += flux
+            if energy_db > utt.peak_db:
+                utt.peak_db = energy_db
+            if energy_db < utt.peak_db - p.dip_db:
+                utt.dips += 1
+            utt.dips += utt.pending_dips
+            utt.pending_dips = 0
+            if len(utt.words) < 750:
+                utt.words.append(word)
+            if len(utt.words) == QUERY_WORDS and self.store.is_repeat(np.asarray(utt.words, dtype=np.uint16)):
+                utt.repeat = True
+            self.talk_sound += 1
+            self.talk_end = i
+            self.silence = 0
+            return self._after_beep(i, sound=True)
+        self.silence += 1
+        if utt is not None:
+            if energy_db < utt.peak_db - p.dip_db:
+                utt.pending_dips += 1
+            if len(utt.words) < 750:
+                utt.words.append(word)
+        d = self._after_beep(i, sound=False)
+        if d is not None:
+            return d
+        if utt is None or not self._qualifies(utt):
+            return None
+        wait = self._wait - (round(p.hint_bonus_s / FRAME_S) if utt.hint > 0 else 0)
+        if self.silence == self._likely and not utt.likely_sent:
+            utt.likely_sent = True
+            if self.likely_at is None:
+                self.likely_at = self._t(i)
+                return Decision(self._t(i), "likely_human", p.confidence_likely)
+        if self.silence >= wait:
+            self.outcome = "human"
+            conf = min(0.99, p.confidence_human + (0.05 if utt.hint > 0 else 0.0))
+            return Decision(self._t(i), "human", conf)
+        return None
+
+    def tone_event(self, i: int, kind: str) -> Decision | None:
+        """A tone the tracker recognised at frame i."""
+        if self.outcome is not None:
+            return None
+        if kind == "sit":
+            self.outcome = "sit"
+            return Decision(self._t(i), "sit", 0.95)
+        if kind in ("busy", "reorder"):
+            self.outcome = "busy"
+            return Decision(self._t(i), "busy", 0.95, kind)
+        if kind == "beep":
+            talk_s = self.talk_sound * FRAME_S
+            gap = (i - self.talk_end) * FRAME_S if self.talk_end >= 0 else 1e9
+            if talk_s >= self.p.greeting_min_s and gap <= self.p.beep_after_speech_s + 2.0:
+                self.beep_at, self.beep_talk_s = i, talk_s
+        return None
+
+    def prompt_ended(self, min_silence_s: float) -> bool:
+        """Speech was heard and has been followed by at least min_silence_s of silence."""
+        return self.utt is not None and self.utt.sound > 0 and self.silence * FRAME_S >= min_silence_s
+
+    # -- internals --------------------------------------------------------------------
+    def _after_beep(self, i: int, sound: bool) -> Decision | None:
+        if self.beep_at < 0:
+            return None
+        if sound and i - self.beep_at > 3:
+            self.beep_at = -1        # something other than silence followed: not a mailbox beep
+            return None
+        if not sound and (i - self.beep_at) * FRAME_S >= self.p.beep_silence_s:
+            self.outcome = "voicemail"
+            conf = min(0.95, 0.6 + 0.05 * self.beep_talk_s)
+            return Decision(self._t(i), "voicemail", conf)
+        return None
+
+    def _qualifies(self, u: _Utterance) -> bool:
+        p = self.p
+        if u.tone or u.repeat or u.hint < 0:
+            return False
+        secs = u.seconds()
+        if u.hint > 0:
+            return secs >= p.min_utterance_s
+        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > p.speech_score
+
+    def _finish_utterance(self) -> None:
+        u = self.utt
+        if u is None:
+            return
+        # long speech, or speech that ran into music, is a recording: remember it
+        if u.sound * FRAME_S >= 1.0 and u.speech_score(self.p) > self.p.speech_score:
+            self.store.add(np.asarray(u.words, dtype=np.uint16), "announcement", self.sample_rate)
+
+    def _t(self, i: int) -> float:
+        return round((i + 1) * FRAME_S, 3)
