@@ -1,0 +1,32 @@
+"""The e2e stack: the stand-in switch, a worker and the web app as processes, like the demo.
+
+Real Redis from the `redis_url` fixture, a temp SQLite file, free ports, readiness
+from each process's "listening" line.  Companies are the scenario files in
+companies/; the switch runs 20x faster than real time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from e2e_env import BANK, BANK_FLOW, HERE, PHONES
+
+from sim.demo import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_url).flushdb()      # no stale RQ jobs from other tests on our queue
+    workdir = tmp_path_factory.mktemp("e2e")
+    st = Stack(workdir, redis_url=redis_url, database_url=f"sqlite:///{workdir / 'e2e.db'}", speed=20,
+               phones=PHONES, companies=HERE / "companies", heartbeat_s=1,
+               env={"RING_TIMEOUT": "8", "DESK_RING_TIMEOUT": "4", "MAX_HOLD_SECONDS": "600",
+                    "LOG_LEVEL": "INFO"})
+    try:
+        st.start_all()
+        st.seed(BANK, BANK_FLOW, devices=("1000", "1001", "1002"), flow_name="E2E Bank")
+        yield st
+    finally:
+        st.stop()

@@ -1,0 +1,23 @@
+"""Constants and helpers of the e2e tests (imported by conftest.py and the tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sim.demo import Stack
+
+HERE = Path(__file__).resolve().parent
+BANK = "+15550100100"          # IVR (1, 2), ~60 s of hold with an announcement, then an agent
+BUSY = "+15550100486"
+NO_ANSWER = "+15550100480"
+IMPATIENT = "+15550100200"     # short hold; the agent hangs up soon after "connecting you"
+LONG_HOLD = "+15550100300"     # an hour of hold music
+UNKNOWN = "+15550100999"       # no such company: the carrier plays SIT + "not in service"
+BANK_FLOW = [{"type": "DTMF", "digits": "1"}, {"type": "DTMF", "digits": "2"}, {"type": "HOLD"},
+             {"type": "TRANSFER"}]
+PHONES = "1000:answer:2,1001:noanswer,1002:unregistered"
+
+
+def channels(stack: Stack) -> dict:
+    return json.loads(stack.esl_api("show channels as json"))

@@ -1,0 +1,115 @@
+"""End to end: REST -> RQ -> worker -> stand-in switch -> desk phone, and every way a call can end.
+
+Each test ends with the switch holding no channel at all: no leg is ever left up.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from e2e_env import BANK, BUSY, IMPATIENT, LONG_HOLD, NO_ANSWER, UNKNOWN, channels
+
+from sim.demo import Stack
+from worker import db
+
+pytestmark = pytest.mark.e2e
+
+CLEAR_S = 10.0     # seconds the switch may take to tear legs down after the call is final
+
+
+def _place(stack: Stack, number: str, **extra) -> str:
+    return stack.place_call({"number": number, "intent": "talk to a person about my bill", **extra})
+
+
+def _assert_no_channels(stack: Stack) -> None:
+    deadline = time.monotonic() + CLEAR_S
+    while True:
+        rows = channels(stack)
+        if rows == {"row_count": 0}:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"legs left up on the switch: {json.dumps(rows)[:500]}")
+        time.sleep(0.2)    # polling the switch's state until a deadline
+
+
+def _row(stack: Stack, call_id: str) -> db.Call:
+    db.init_db(stack.database_url)
+    with db.database.connection_context():
+        return db.Call.get_by_id(call_id)
+
+
+def _types(stack: Stack, call_id: str) -> list[str]:
+    return [e["type"] for e in stack.timeline(call_id)]
+
+
+def test_hold_then_agent_is_bridged_to_the_desk_phone(stack: Stack):
+    call_id = _place(stack, BANK, transfer_to="1000")
+    call = stack.wait_status(call_id, {"transferred"} | {s for s in db.FINAL_STATUSES})
+    assert call["status"] == "transferred", call
+    assert call["bridged_at"] and call["human_detected_at"] and call["hold_started_at"]
+    assert 20.0 < call["hold_seconds"] < 600.0       # ~60 s of media time on hold (x20 speed on the wall)
+    types = _types(stack, call_id)
+    for expected in ("call.dialing", "call.answered", "ivr.dtmf", "hold.started", "human.detected",
+                     "agent.prompt", "device.ringing", "device.answered", "call.bridged"):
+        assert expected in types, (expected, types)
+    dtmf = [e["data"]["digits"] for e in stack.timeline(call_id) if e["type"] == "ivr.dtmf"]
+    assert dtmf[:2] == ["1", "2"]
+    # The agent hangs up: the desk leg follows, the call keeps its status and gets its end.
+    row = _row(stack, call_id)
+    assert row.company_uuid and row.desk_uuid
+    stack.esl_api(f"uuid_kill {row.company_uuid}")
+    final = stack.wait_final(call_id, timeout=30)
+    assert final["status"] == "transferred" and final["ended_at"]
+    _assert_no_channels(stack)
+
+
+@pytest.mark.parametrize(("number", "expected"), [(BUSY, "busy"), (NO_ANSWER, "no_answer"), (UNKNOWN, "sit")])
+def test_company_never_answers(stack: Stack, number: str, expected: str):
+    call_id = _place(stack, number, transfer_to="1000")
+    final = stack.wait_final(call_id, timeout=60)
+    assert final["status"] == expected, final
+    assert final["bridged_at"] is None and final["ended_at"]
+    assert "call.ended" in _types(stack, call_id)
+    _assert_no_channels(stack)
+
+
+def test_desk_phone_not_registered(stack: Stack):
+    call_id = _place(stack, IMPATIENT, transfer_to="1002")
+    final = stack.wait_final(call_id, timeout=60)
+    assert final["status"] == "device_unavailable", final
+    assert final["human_detected_at"] and final["bridged_at"] is None
+    _assert_no_channels(stack)
+
+
+def test_agent_hangs_up_before_the_user_answers(stack: Stack):
+    call_id = _place(stack, IMPATIENT, transfer_to="1001")
+    final = stack.wait_final(call_id, timeout=60)
+    assert final["status"] == "agent_hung_up", final
+    assert "device.ringing" in _types(stack, call_id)
+    _assert_no_channels(stack)
+
+
+def test_cancel_during_hold(stack: Stack):
+    call_id = _place(stack, LONG_HOLD, transfer_to="1000")
+    stack.wait_status(call_id, {"holding"}, timeout=30)
+    status, body = stack.http("POST", f"/api/calls/{call_id}/hangup")
+    assert status == 202, body
+    final = stack.wait_final(call_id, timeout=30)
+    assert final["status"] == "canceled", final
+    _assert_no_channels(stack)
+
+
+def test_worker_killed_mid_hold_is_reaped_by_another_worker(stack: Stack):
+    stack.start_worker("worker2")
+    call_id = _place(stack, LONG_HOLD, transfer_to="1000")
+    stack.wait_status(call_id, {"holding"}, timeout=30)
+    owner = _row(stack, call_id).worker_id
+    victim = next(name for name in stack.procs if owner.startswith(f"{name}-"))
+    assert channels(stack)["row_count"] == 1
+    stack.kill(victim, signal.SIGKILL)
+    final = stack.wait_final(call_id, timeout=30)
+    assert (final["status"], final["status_reason"]) == ("failed", "worker_lost"), final
+    _assert_no_channels(stack)
