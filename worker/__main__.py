@@ -19,6 +19,7 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
+from collections import deque  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
@@ -34,6 +35,34 @@ from worker.session import Runtime  # noqa: E402
 log = logging.getLogger("worker")
 
 ESL_READY_WAIT_S = 10.0      # seconds to wait for a first switch before taking jobs anyway (they retry)
+LAG_SAMPLES = 20000          # frames kept for the lag percentiles in hs:stats:<worker> (bench, ops)
+STATS_TTL_S = 300            # seconds hs:stats:<worker> outlives the worker
+
+
+class LagStats:
+    """Frame arrival -> detector decision latency, as percentiles written to `hs:stats:<worker>`."""
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self.frames = 0
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+        self.frames += 1
+
+    def publish(self, conn: redis.Redis, worker_id: str) -> None:
+        if not self.samples:
+            return
+        ordered = sorted(self.samples)
+        p50 = ordered[len(ordered) // 2]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        key = f"hs:stats:{worker_id}"
+        try:
+            conn.hset(key, mapping={"lag_p50_ms": f"{p50 * 1000:.3f}", "lag_p99_ms": f"{p99 * 1000:.3f}",
+                                    "frames": self.frames, "pid": os.getpid()})
+            conn.expire(key, STATS_TTL_S)
+        except redis.exceptions.RedisError as exc:
+            log.debug("stats not written: %s", exc)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +84,11 @@ def make_detector_factory(rate: int) -> Any:
         return HoldDetector(sample_rate=rate, known=known)
 
     return factory
+
+
+def tick(reaper: Reaper, lag: LagStats, conn: redis.Redis, worker_id: str) -> None:
+    reaper.tick()
+    lag.publish(conn, worker_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts = Prompts(os.environ.get("PROMPTS_DIR", "prompts"))
     prompts.warm()
 
+    lag = LagStats()
     rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
                  worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
-                 esl_pool=pool)
+                 esl_pool=pool, on_lag=lag.add)
     job.install(rt)
     hub = job.ControlHub(conn, rt)
     hub.start()
@@ -99,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                     is_mine=lambda cid: cid in rt.active)
     w = GeventWorker([settings.queue_name], connection=conn, name=worker_id,
                      max_jobs=settings.max_calls_per_worker, grace_s=args.grace,
-                     heartbeat_s=settings.worker_heartbeat_s, on_tick=reaper.tick)
+                     heartbeat_s=settings.worker_heartbeat_s,
+                     on_tick=lambda: tick(reaper, lag, conn, worker_id))
     runner = gevent.spawn(w.work, burst=args.burst)
     w.started.wait()
     print(f"worker: listening on queue {settings.queue_name} as {worker_id} "
