@@ -18,6 +18,9 @@ from sim.demo import Stack
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    pytest.importorskip("worker.audio_fork", reason="the audio-fork endpoint has not landed yet")
+    if not (HERE.parent.parent / "sim" / "__main__.py").exists():
+        pytest.skip("the stand-in switch (python -m sim) has not landed yet")
     redis.Redis.from_url(redis_url).flushdb()      # no stale RQ jobs from other tests on our queue
     workdir = tmp_path_factory.mktemp("e2e")
     st = Stack(workdir, redis_url=redis_url, database_url=f"sqlite:///{workdir / 'e2e.db'}", speed=20,
