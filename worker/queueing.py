@@ -157,7 +157,14 @@ def launch(
     redis_conn: redis.Redis, body: Any, settings: Settings, source: str = "api"
 ) -> tuple[db.Call, Job]:
     """Validate, store the Call, publish call.queued and enqueue; nothing is left behind on failure."""
-    request = validate_request(body, settings)
+    return launch_validated(redis_conn, validate_request(body, settings), settings, source)
+
+
+def launch_validated(
+    redis_conn: redis.Redis, request: dict[str, Any], settings: Settings, source: str = "api"
+) -> tuple[db.Call, Job]:
+    """`launch()` for a request `validate_request()` already accepted (the web rate-limits in between)."""
+    request = dict(request)
     request.pop("call_id", None)                      # the web always mints its own id
     call = create_call(request)
     request["call_id"] = call.id
