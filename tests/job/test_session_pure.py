@@ -1,0 +1,98 @@
+"""The job's pure decisions and the control hub (real Redis pub/sub)."""
+
+from __future__ import annotations
+
+import gevent
+import gevent.queue
+import pytest
+
+from worker.job import ControlHub
+from worker.session import (
+    Msg,
+    bgapi_result,
+    dial_vars,
+    fs_escape,
+    normalize_step,
+    originate_status,
+    parse_control,
+)
+
+
+@pytest.mark.parametrize(
+    ("cause", "status"),
+    [("USER_BUSY", "busy"), ("NO_ANSWER", "no_answer"), ("NO_USER_RESPONSE", "no_answer"),
+     ("ORIGINATOR_CANCEL", "no_answer"), ("UNALLOCATED_NUMBER", "sit"), ("NO_ROUTE_DESTINATION", "sit"),
+     ("NORMAL_TEMPORARY_FAILURE", "failed"), ("GATEWAY_DOWN", "failed"), (" user_busy\n", "busy")],
+)
+def test_originate_causes_map_to_statuses(cause, status):
+    assert originate_status(cause) == status
+
+
+def test_bgapi_result_reads_background_job_bodies():
+    assert bgapi_result("+OK 1d9c-uuid\n") == (True, "1d9c-uuid")
+    assert bgapi_result("-ERR USER_BUSY\n") == (False, "USER_BUSY")
+    assert bgapi_result("-ERR NO_ANSWER\n") == (False, "NO_ANSWER")
+    assert bgapi_result("-ERR\n") == (False, "UNKNOWN")
+    assert bgapi_result("") == (False, "UNKNOWN")
+
+
+def test_dial_vars_escape_what_the_originate_parser_splits_on():
+    assert fs_escape("Acme Bank, Inc.") == r"Acme\sBank\,\sInc."
+    assert fs_escape("it's \"x\"") == r"its\sx"
+    variables = {"origination_uuid": "u1", "origination_caller_id_name": "Big Co", "originate_timeout": 60}
+    out = dial_vars(variables)
+    assert out == r"{origination_uuid=u1,origination_caller_id_name=Big\sCo,originate_timeout=60}"
+    assert " " not in out
+
+
+def test_parse_control():
+    assert parse_control(b'{"action":"hangup"}') == {"action": "hangup"}
+    assert parse_control('{"action":"dtmf","digits":"12#"}') == {"action": "dtmf", "digits": "12#"}
+    for bad in (b"nope", b'{"action":"explode"}', b'{"action":"dtmf","digits":"1;uuid_kill x"}',
+                b'{"action":"dtmf"}', b"[]"):
+        with pytest.raises(ValueError):
+            parse_control(bad)
+
+
+def test_normalize_step():
+    assert normalize_step({"type": "DTMF", "digits": "1"})["type"] == "dtmf"
+    assert normalize_step({"action": "Hold"})["type"] == "hold"
+    with pytest.raises(ValueError, match="no type"):
+        normalize_step({"digits": "1"})
+    with pytest.raises(ValueError, match="object"):
+        normalize_step("DTMF")  # type: ignore[arg-type]
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.inbox: gevent.queue.Queue = gevent.queue.Queue()
+
+
+class _Rt:
+    def __init__(self) -> None:
+        self.active: dict[str, _Session] = {}
+
+
+def test_control_hub_routes_messages_to_the_running_call(redis_conn):
+    rt = _Rt()
+    mine = _Session()
+    rt.active["c1"] = mine
+    hub = ControlHub(redis_conn, rt)  # type: ignore[arg-type]
+    hub.start()
+    try:
+        assert hub.ready.wait(5)
+        # psubscribe is confirmed asynchronously: publish until the hub has a subscriber
+        with gevent.Timeout(5, AssertionError("hub never subscribed")):
+            while redis_conn.publish("hs:control:nobody", b'{"action":"hangup"}') == 0:
+                gevent.sleep(0.01)
+        redis_conn.publish("hs:control:c1", b'{"action":"dtmf","digits":"5"}')
+        redis_conn.publish("hs:control:c1", b"garbage")
+        redis_conn.publish("hs:control:c1", b'{"action":"hangup"}')
+        first: Msg = mine.inbox.get(timeout=5)
+        second: Msg = mine.inbox.get(timeout=5)
+        assert (first.kind, first.data) == ("ctl", {"action": "dtmf", "digits": "5"})
+        assert (second.kind, second.data) == ("ctl", {"action": "hangup"})
+        assert mine.inbox.empty()
+        assert hub.route("hs:control:other", b'{"action":"hangup"}') is False
+    finally:
+        hub.stop()
