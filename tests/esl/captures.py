@@ -59,3 +59,32 @@ def summary_for(recv: Path) -> list[SummaryItem]:
             body_repr = bm.group(1)
         items.append(SummaryItem(index, "EVENT", name=name, headers=headers, body_repr=body_repr))
     return items
+
+
+def legs_for(recv: Path) -> dict[str, list[tuple[int, str]]]:
+    """The summary's per-leg listing: uuid -> [(frame index, event key)], BACKGROUND_JOB lines left out."""
+    path = recv.with_suffix("").with_suffix(".summary.txt")
+    legs: dict[str, list[tuple[int, str]]] = {}
+    current: list[tuple[int, str]] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("LEG "):
+            current = legs.setdefault(line.split()[1], [])
+            continue
+        m = re.match(r"^\s+#(\d+) (\S+)(?: (\S+))?$", line)
+        if current is not None and m and not m.group(2).startswith("["):
+            key = m.group(3) if m.group(2) == "CUSTOM" and m.group(3) else m.group(2)
+            current.append((int(m.group(1)), key))
+        elif not line.strip() or line.startswith("==="):
+            current = None if line.startswith("===") else current
+    return legs
+
+
+def sent_commands(recv: Path) -> list[bytes]:
+    """What the capture's client sent, in order (from the transcript's `>>> b'...'` lines)."""
+    path = recv.with_suffix("").with_suffix(".transcript.txt")
+    out = []
+    for line in path.read_text().splitlines():
+        m = re.match(r"^##### \[\s*[\d.]+\] >>> (b'.*')$", line)
+        if m:
+            out.append(ast.literal_eval(m.group(1)))
+    return out
