@@ -1,0 +1,158 @@
+"""How many calls can one worker process watch at once?  (issue 4)
+
+    python bench/concurrency.py --calls 50 [--speed 5] [--hold 30]
+
+Starts the stand-in switch and ONE worker (like the demo), enqueues N
+simultaneous calls to a company with `--hold` media seconds of hold music and
+then an agent, and measures:
+
+* lag: frame arrival at the worker -> the detector's decision on that frame
+  (p50/p99, from the worker's `hs:stats:<worker>`),
+* CPU: worker CPU milliseconds per second of call time,
+* memory: worker RSS growth per concurrent call (KiB),
+* missed humans (the call never detected the agent) and late humans (detected
+  more than LATE_S media seconds after the agent started talking).
+
+Prints a table, then one JSON line
+`{"calls", "lag_p50_ms", "lag_p99_ms", "cpu_ms_per_call_second", "rss_kb_per_call", "missed_humans", "late_humans"}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sim.demo import Stack  # noqa: E402
+from worker import db, events, queueing  # noqa: E402
+from worker.config import Settings  # noqa: E402
+
+NUMBER = "+15550107700"
+LATE_S = 5.0               # media seconds after the agent starts talking that still count as "on time"
+SAMPLE_S = 0.5             # seconds between worker CPU/RSS samples
+MUSIC = "/usr/share/asterisk/moh/macroform-the_simplicity.wav"
+
+
+def company(hold_s: float) -> dict:
+    return {
+        "number": NUMBER, "name": "Bench Co", "ring_seconds": 1, "outcome": "answer",
+        "hold": {"music": {"file": MUSIC}, "announcement": {"say": "Thank you for holding."},
+                 "announce_every_seconds": 20, "duration_seconds": hold_s, "then": "agent"},
+        "agent": {"greeting": {"say": "Hello, you are speaking with Robin, how can I help you today?"},
+                  "wait_when_asked_seconds": 600},
+    }
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS KiB) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    with open(f"/proc/{pid}/status") as fh:
+        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return cpu, rss
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--speed", type=float, default=5.0, help="switch speed (frames arrive this much faster)")
+    p.add_argument("--hold", type=float, default=30.0, help="media seconds of hold before the agent")
+    p.add_argument("--timeout", type=float, default=600.0)
+    args = p.parse_args(argv)
+    if args.calls < 1:
+        p.error("--calls must be >= 1")
+
+    work = Path(tempfile.mkdtemp(prefix="hs-bench-"))
+    companies = work / "companies"
+    companies.mkdir()
+    (companies / "bench.json").write_text(json.dumps(company(args.hold)))
+    stack = Stack(work, redis_url=os.environ.get("REDIS_URL", ""), speed=args.speed, companies=companies, phones="1000:answer:1", heartbeat_s=2,
+                  env={"MAX_CALLS_PER_WORKER": str(max(args.calls, 10)), "LOG_LEVEL": "WARNING",
+                       "SIM_LOG_LEVEL": "WARNING", "DESK_RING_TIMEOUT": "60"})
+    try:
+        stack.start_sim()
+        worker = stack.start_worker()
+        stack.seed(NUMBER, None, devices=("1000",))
+        conn = redis.Redis.from_url(stack.redis_url)
+        settings = Settings(redis_url=stack.redis_url, database_url=stack.database_url)
+        db.init_db(stack.database_url)
+        cpu0, rss0 = proc_stats(worker.popen.pid)
+        started = time.monotonic()
+        ids = []
+        with db.database.connection_context():
+            for _ in range(args.calls):
+                call, _job = queueing.launch(conn, {"number": NUMBER, "intent": "bench", "transfer_to": "1000"},
+                                             settings, source="bench")
+                ids.append(call.id)
+        peak_rss = rss0
+        pending = set(ids)
+        deadline = started + args.timeout
+        while pending and time.monotonic() < deadline:
+            time.sleep(SAMPLE_S)       # sampling /proc at a fixed rate is the measurement, not a sync
+            peak_rss = max(peak_rss, proc_stats(worker.popen.pid)[1])
+            with db.database.connection_context():
+                done = {c.id for c in db.Call.select(db.Call.id).where(
+                    db.Call.id.in_(list(pending)) & db.Call.status.in_(["transferred", *db.FINAL_STATUSES]))}
+            pending -= done
+        wall = time.monotonic() - started
+        cpu1, _ = proc_stats(worker.popen.pid)
+        stats = {k.decode(): v.decode() for k, v in conn.hgetall(f"hs:stats:{worker.match['id']}").items()}
+
+        missed = late = 0
+        call_seconds = 0.0
+        rows = []
+        with db.database.connection_context():
+            for cid in ids:
+                c = db.Call.get_by_id(cid)
+                hist = events.history(None, cid)
+                human = next((e for e in hist if e["type"] == "human.detected"), None)
+                hold_ev = next((e for e in hist if e["type"] == "hold.started"), None)
+                if human is None:
+                    missed += 1
+                elif hold_ev is not None:
+                    delay = human["data"]["t"] - hold_ev["data"]["media_t"] - args.hold
+                    late += delay > LATE_S
+                start, end = c.started_at, c.bridged_at or c.ended_at
+                if start and end:
+                    call_seconds += (end - start).total_seconds()
+                rows.append((cid[:8], c.status, c.hold_seconds()))
+        lag50 = float(stats.get("lag_p50_ms", 0.0))
+        lag99 = float(stats.get("lag_p99_ms", 0.0))
+        result = {
+            "calls": args.calls,
+            "lag_p50_ms": round(lag50, 3),
+            "lag_p99_ms": round(lag99, 3),
+            "cpu_ms_per_call_second": round((cpu1 - cpu0) * 1000 / call_seconds, 3) if call_seconds else None,
+            "rss_kb_per_call": round((peak_rss - rss0) / args.calls, 1),
+            "missed_humans": missed,
+            "late_humans": int(late),
+        }
+        print(f"{'call':10} {'status':16} {'hold_s':>8}")
+        for cid, status, hold in rows:
+            print(f"{cid:10} {status:16} {hold if hold is not None else '-':>8}")
+        print(f"\n{args.calls} calls in {wall:.1f}s wall (speed x{args.speed:g}); unfinished: {len(pending)}")
+        print(f"lag p50 {lag50:.2f} ms, p99 {lag99:.2f} ms over {stats.get('frames', 0)} frames")
+        print(f"worker CPU {cpu1 - cpu0:.2f}s for {call_seconds:.0f} call-seconds; RSS {rss0} -> {peak_rss} KiB")
+        print(json.dumps(result), flush=True)
+        return 0 if not pending else 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
