@@ -14,7 +14,8 @@ then an agent, and measures:
   more than LATE_S media seconds after the agent started talking).
 
 Prints a table, then one JSON line
-`{"calls", "lag_p50_ms", "lag_p99_ms", "cpu_ms_per_call_second", "rss_kb_per_call", "missed_humans", "late_humans"}`.
+`{"calls", "lag_p50_ms", "lag_p99_ms", "cpu_ms_per_call_second", "rss_kb_per_call",
+"missed_humans", "late_humans"}`.
 """
 
 from __future__ import annotations
@@ -36,18 +37,28 @@ from worker import db, events, queueing  # noqa: E402
 from worker.config import Settings  # noqa: E402
 
 NUMBER = "+15550107700"
-LATE_S = 5.0               # media seconds after the agent starts talking that still count as "on time"
-SAMPLE_S = 0.5             # seconds between worker CPU/RSS samples
+LATE_S = 5.0  # media seconds after the agent starts talking that still count as "on time"
+SAMPLE_S = 0.5  # seconds between worker CPU/RSS samples
 MUSIC = "/usr/share/asterisk/moh/macroform-the_simplicity.wav"
 
 
 def company(hold_s: float) -> dict:
     return {
-        "number": NUMBER, "name": "Bench Co", "ring_seconds": 1, "outcome": "answer",
-        "hold": {"music": {"file": MUSIC}, "announcement": {"say": "Thank you for holding."},
-                 "announce_every_seconds": 20, "duration_seconds": hold_s, "then": "agent"},
-        "agent": {"greeting": {"say": "Hello, you are speaking with Robin, how can I help you today?"},
-                  "wait_when_asked_seconds": 600},
+        "number": NUMBER,
+        "name": "Bench Co",
+        "ring_seconds": 1,
+        "outcome": "answer",
+        "hold": {
+            "music": {"file": MUSIC},
+            "announcement": {"say": "Thank you for holding."},
+            "announce_every_seconds": 20,
+            "duration_seconds": hold_s,
+            "then": "agent",
+        },
+        "agent": {
+            "greeting": {"say": "Hello, you are speaking with Robin, how can I help you today?"},
+            "wait_when_asked_seconds": 600,
+        },
     }
 
 
@@ -60,6 +71,10 @@ def proc_stats(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/status") as fh:
         rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
     return cpu, rss
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def pct(values: list[float], q: float) -> float:
@@ -81,9 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     companies = work / "companies"
     companies.mkdir()
     (companies / "bench.json").write_text(json.dumps(company(args.hold)))
-    stack = Stack(work, redis_url=os.environ.get("REDIS_URL", ""), speed=args.speed, companies=companies, phones="1000:answer:1", heartbeat_s=2,
-                  env={"MAX_CALLS_PER_WORKER": str(max(args.calls, 10)), "LOG_LEVEL": "WARNING",
-                       "SIM_LOG_LEVEL": "WARNING", "DESK_RING_TIMEOUT": "60"})
+    stack = Stack(
+        work,
+        redis_url=os.environ.get("REDIS_URL", ""),
+        speed=args.speed,
+        companies=companies,
+        phones="1000:answer:1",
+        heartbeat_s=2,
+        env={
+            "MAX_CALLS_PER_WORKER": str(max(args.calls, 10)),
+            "LOG_LEVEL": "WARNING",
+            "SIM_LOG_LEVEL": "WARNING",
+            "DESK_RING_TIMEOUT": "60",
+        },
+    )
     try:
         stack.start_sim()
         worker = stack.start_worker()
@@ -96,22 +122,31 @@ def main(argv: list[str] | None = None) -> int:
         ids = []
         with db.database.connection_context():
             for _ in range(args.calls):
-                call, _job = queueing.launch(conn, {"number": NUMBER, "intent": "bench", "transfer_to": "1000"},
-                                             settings, source="bench")
+                call, _job = queueing.launch(
+                    conn,
+                    {"number": NUMBER, "intent": "bench", "transfer_to": "1000"},
+                    settings,
+                    source="bench",
+                )
                 ids.append(call.id)
         peak_rss = rss0
         pending = set(ids)
         deadline = started + args.timeout
         while pending and time.monotonic() < deadline:
-            time.sleep(SAMPLE_S)       # sampling /proc at a fixed rate is the measurement, not a sync
+            time.sleep(SAMPLE_S)  # sampling /proc at a fixed rate is the measurement, not a sync
             peak_rss = max(peak_rss, proc_stats(worker.popen.pid)[1])
             with db.database.connection_context():
-                done = {c.id for c in db.Call.select(db.Call.id).where(
-                    db.Call.id.in_(list(pending)) & db.Call.status.in_(["transferred", *db.FINAL_STATUSES]))}
+                done = {
+                    c.id
+                    for c in db.Call.select(db.Call.id).where(
+                        db.Call.id.in_(list(pending))
+                        & db.Call.status.in_(["transferred", *db.FINAL_STATUSES])
+                    )
+                }
             pending -= done
         wall = time.monotonic() - started
         cpu1, _ = proc_stats(worker.popen.pid)
-        stats = {k.decode(): v.decode() for k, v in conn.hgetall(f"hs:stats:{worker.match['id']}").items()}
+        stats = {_text(k): _text(v) for k, v in conn.hgetall(f"hs:stats:{worker.match['id']}").items()}
 
         missed = late = 0
         call_seconds = 0.0
@@ -147,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cid:10} {status:16} {hold if hold is not None else '-':>8}")
         print(f"\n{args.calls} calls in {wall:.1f}s wall (speed x{args.speed:g}); unfinished: {len(pending)}")
         print(f"lag p50 {lag50:.2f} ms, p99 {lag99:.2f} ms over {stats.get('frames', 0)} frames")
-        print(f"worker CPU {cpu1 - cpu0:.2f}s for {call_seconds:.0f} call-seconds; RSS {rss0} -> {peak_rss} KiB")
+        print(
+            f"worker CPU {cpu1 - cpu0:.2f}s for {call_seconds:.0f} call-seconds; RSS {rss0} -> {peak_rss} KiB"
+        )
         print(json.dumps(result), flush=True)
         return 0 if not pending else 1
     finally:
