@@ -27,7 +27,7 @@ class ClassifierParams:
     floor_window_s: float = 8.0        # noise floor = quietest frame of this long a past, dBFS
     floor_min_db: float = -75.0        # floor clamp: never assume a line quieter than this, dBFS
     floor_max_db: float = -45.0        # ... nor noisier than this (music must not become the floor)
-    active_over_floor_db: float = 10.0  # a frame this far above the floor carries sound
+    active_over_floor_db: float = 7.0  # a frame this far above the floor carries sound
     active_min_db: float = -58.0       # and is at least this loud, dBFS
     lost_frame_db: float = -90.0       # quieter than this is a lost packet or digital zero, not the floor
     noise_flatness: float = 0.45       # flatter than this (0..1) is noise, not music or speech
@@ -53,6 +53,7 @@ class FrameBlock:
     energy_db: list[float]
     flux: list[float]
     words: list[int]               # fingerprint word per frame
+    shape_db: np.ndarray           # (N, bands) spectral shape per frame (voice profiles)
     tone_events: list[tuple[int, ToneEvent]]   # (frame index in block, event)
 
 
@@ -122,7 +123,7 @@ class FrameClassifier:
                 tone_list[j] = True
         self.index += n
         return FrameBlock(base, label_list, active.tolist(), speech.tolist(), tone_list, e.tolist(),
-                          f.flux.tolist(), f.bits.tolist(), events)
+                          f.flux.tolist(), f.bits.tolist(), f.shape_db, events)
 
     def _dip_hist(self) -> np.ndarray:
         return getattr(self, "_dips", np.zeros(self._win_n - 1))

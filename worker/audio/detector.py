@@ -22,6 +22,7 @@ from .features import FRAME_MS, frame_samples
 from .fingerprint import Fingerprint, FingerprintStore
 from .human import HumanDecider, HumanParams
 
+SUB_BLOCK = 500      # frames analysed at once (bounds memory; results do not depend on it)
 OUTCOMES = ("human", "voicemail", "sit", "busy", "no_human")
 EVENT_KINDS = ("state", "likely_human", "human", "voicemail", "sit", "busy", "beep", "dtmf")
 
@@ -107,7 +108,14 @@ class HoldDetector:
 
     # -- internals --------------------------------------------------------------------
     def _run(self, frames: np.ndarray) -> list[DetectorEvent]:
+        events: list[DetectorEvent] = []
+        for off in range(0, len(frames), SUB_BLOCK):
+            events += self._run_block(frames[off:off + SUB_BLOCK])
+        return events
+
+    def _run_block(self, frames: np.ndarray) -> list[DetectorEvent]:
         block = self.classifier.process(frames)
+        self.decider.load(block.start, block.shape_db, np.asarray(block.active))
         decider, hyst = self.decider, self.hysteresis
         events: list[DetectorEvent] = []
         tone_at: dict[int, list] = {}
@@ -132,7 +140,7 @@ class HoldDetector:
                     if d is not None:
                         events.append(self._decided(d))
             if decider.outcome is None:
-                d = decider.step(i, active[j], energy[j], flux[j], tone[j], words[j])
+                d = decider.step(i, active[j], energy[j], flux[j], tone[j], words[j], label == "music")
                 if d is not None:
                     events.append(self._decided(d))
         self.frames += len(labels)

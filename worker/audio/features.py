@@ -45,6 +45,7 @@ class Features:
     f2: np.ndarray            # frequency of the second peak, Hz
     level2_db: np.ndarray     # level of the second peak relative to the first, dB (<= 0)
     bits: np.ndarray          # 16-bit spectro-temporal fingerprint word per frame (see fingerprint.py)
+    shape_db: np.ndarray      # (N, FP_BANDS) band levels minus their mean, dB: the voice's spectral shape
 
     def __len__(self) -> int:
         return len(self.energy_db)
@@ -127,7 +128,10 @@ class FeatureExtractor:
         self._prev_bands = dfreq[-1].copy()
         bitsm = (dfreq - prevd) > 0
         bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[1], dtype=np.uint16)).sum(axis=1)
-        return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2, bits.astype(np.uint16))
+        shape = be * (10.0 / np.log(10.0))
+        shape -= shape.mean(axis=1, keepdims=True)
+        return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2, bits.astype(np.uint16),
+                        shape.astype(np.float32))
 
 
 def fine_peaks(

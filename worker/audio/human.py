@@ -28,6 +28,8 @@ from .features import FRAME_MS
 from .fingerprint import QUERY_WORDS, FingerprintStore
 
 FRAME_S = FRAME_MS / 1000.0
+RING = 2048              # frames of spectral shape kept for voice profiles (41 s)
+PROFILE_FRAMES = 750     # a voice profile looks at most at the last 15 s of an utterance
 
 POSITIVE_HINTS = (
     r"\bmy name is\b", r"\bhow (can|may) i help\b", r"\bspeaking\b", r"\bthis is \w+", r"\bhello\b",
@@ -48,7 +50,7 @@ class HumanParams:
 
     join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
     likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
-    wait_s: float = 1.2              # silence after a qualifying utterance for the decision
+    wait_s: float = 1.3              # silence after a qualifying utterance for the decision
     min_utterance_s: float = 0.4     # active speech in the utterance, at least
     max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
     dip_db: float = 15.0             # a frame this far under the utterance's loudest so far is a dip
@@ -58,7 +60,12 @@ class HumanParams:
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
-    talk_gap_s: float = 1.0          # utterances closer than this belong to one talk (greeting length)
+    talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
+    music_context_s: float = 3.0     # this much music in the call means we are on hold (recordings return to it)
+    wait_unknown_s: float = 2.0      # on hold with no recorded voice to compare with, wait this long
+    voice_new_db: float = 3.0        # spectral-shape distance from every recorded voice heard: a new voice
+    confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
+    confirm_s: float = 0.5           # ... once this much of it sounds like speech
     confidence_likely: float = 0.7
     confidence_human: float = 0.9
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
@@ -90,6 +97,8 @@ class _Utterance:
     hint: int = 0               # +1 positive / -1 negative transcript hint
     words: list[int] = field(default_factory=list)
     likely_sent: bool = False
+    confirming: bool = False    # a second utterance after a qualifying first one (on hold)
+    pending: bool = False       # qualified, waiting for a second utterance to confirm
 
     def seconds(self) -> float:
         return self.sound * FRAME_S
@@ -120,7 +129,38 @@ class HumanDecider:
         self._likely = round(self.p.likely_wait_s / FRAME_S)
         self._join = round(self.p.join_gap_s / FRAME_S)
         self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
-        self._hints: list[tuple[float, int]] = []
+        self._confirm = round(self.p.confirm_s / FRAME_S)
+        self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
+        self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S), round(self.p.confirm_gap_s[1] / FRAME_S))
+        self._music_need = round(self.p.music_context_s / FRAME_S)
+        self.music_run = 0               # consecutive music frames
+        self.on_hold = False             # sustained music heard in this call
+        self.recorded: list[np.ndarray] = []   # voice profiles of recordings heard in this call
+        self.ring = np.zeros((RING, 1), dtype=np.float32)
+        self.ring_active = np.zeros(RING, dtype=bool)
+
+    def load(self, start: int, shape_db: np.ndarray, active: np.ndarray) -> None:
+        """Spectral shapes of the frames about to be stepped (at most RING // 2 of them)."""
+        if self.ring.shape[1] != shape_db.shape[1]:
+            self.ring = np.zeros((RING, shape_db.shape[1]), dtype=np.float32)
+        idx = (start + np.arange(len(shape_db))) % RING
+        self.ring[idx] = shape_db
+        self.ring_active[idx] = active
+
+    def _profile(self, u: _Utterance) -> np.ndarray | None:
+        lo = max(u.start, u.last - PROFILE_FRAMES + 1)
+        idx = np.arange(lo, u.last + 1) % RING
+        sel = idx[self.ring_active[idx]]
+        if len(sel) < 10:
+            return None
+        return self.ring[sel].mean(axis=0)
+
+    def _new_voice(self, u: _Utterance) -> bool:
+        prof = self._profile(u)
+        if prof is None or not self.recorded:
+            return False
+        dist = min(float(np.sqrt(np.mean((prof - r) ** 2))) for r in self.recorded)
+        return dist >= self.p.voice_new_db
 
     # -- inputs ---------------------------------------------------------------------
     def hint(self, text: str, t: float) -> int:
@@ -136,12 +176,18 @@ class HumanDecider:
         return score
 
     def step(self, i: int, active: bool, energy_db: float, flux: float, tone: bool,
-             word: int) -> Decision | None:
+             word: int, music: bool = False) -> Decision | None:
         """One frame: i its media index; returns a decision made at this frame, if any."""
         if self.outcome is not None:
             return None
         p = self.p
         utt = self.utt
+        if music:
+            self.music_run += 1
+            if self.music_run >= self._music_need:
+                self.on_hold = True
+        elif active:
+            self.music_run = 0
         if tone:
             if utt is not None:
                 utt.tone = True
@@ -150,9 +196,14 @@ class HumanDecider:
         if active:
             if utt is None or self.silence >= self._join or (
                     self.silence >= 5 and utt.sound >= 50 and utt.speech_score(p) < p.speech_score):
+                prev = utt
+                gap = self.silence
                 self._finish_utterance()
                 utt = self.utt = _Utterance(start=i)
-                if self.talk_end < 0 or i - self.talk_end > self._talk_gap:
+                if (prev is not None and prev.pending and self._confirm_gap[0] <= gap <= self._confirm_gap[1]):
+                    utt.confirming = True
+                if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
+                        or (prev is not None and (prev.tone or prev.speech_score(p) <= p.speech_score))):
                     self.talk_start, self.talk_sound = i, 0
             utt.sound += 1
             utt.last = i
@@ -170,6 +221,10 @@ class HumanDecider:
             self.talk_sound += 1
             self.talk_end = i
             self.silence = 0
+            if (utt.confirming and utt.sound >= self._confirm and not utt.tone and not utt.repeat
+                    and utt.speech_score(p) > p.speech_score):
+                self.outcome = "human"
+                return Decision(self._t(i), "human", p.confidence_human, "turn-taking confirmed")
             return self._after_beep(i, sound=True)
         self.silence += 1
         if utt is not None:
@@ -188,7 +243,12 @@ class HumanDecider:
             if self.likely_at is None:
                 self.likely_at = self._t(i)
                 return Decision(self._t(i), "likely_human", p.confidence_likely)
-        if self.silence >= wait:
+        if self.silence >= wait and (not utt.pending or self.silence == self._wait_unknown):
+            if (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
+                    and (self.recorded or self.silence < self._wait_unknown)):
+                # on hold a recording may be followed by a silent stretch of music: wait for a reply
+                utt.pending = True
+                return None
             self.outcome = "human"
             conf = min(0.99, p.confidence_human + (0.05 if utt.hint > 0 else 0.0))
             return Decision(self._t(i), "human", conf)
@@ -232,6 +292,8 @@ class HumanDecider:
         p = self.p
         if u.tone or u.repeat or u.hint < 0:
             return False
+        if self.talk_sound * FRAME_S > p.max_utterance_s and u.hint <= 0:
+            return False      # the end of a monologue (IVR menu, greeting), not a greeting and a wait
         secs = u.seconds()
         if u.hint > 0:
             return secs >= p.min_utterance_s
@@ -244,6 +306,10 @@ class HumanDecider:
         # long speech, or speech that ran into music, is a recording: remember it
         if u.sound * FRAME_S >= 1.0 and u.speech_score(self.p) > self.p.speech_score:
             self.store.add(np.asarray(u.words, dtype=np.uint16), "announcement", self.sample_rate)
+            prof = self._profile(u)
+            if prof is not None:
+                self.recorded.append(prof)
+                del self.recorded[:-20]
 
     def _t(self, i: int) -> float:
         return round((i + 1) * FRAME_S, 3)
