@@ -1,0 +1,553 @@
+"""The audio-fork WebSocket endpoint: FreeSWITCH's mod_audio_fork connects here (it is the client).
+
+    server = ForkServer("0.0.0.0:8090", public_host="worker").start()
+    stream = server.expect(call_id)                 # BEFORE uuid_audio_fork ... start
+    leg.start_fork(server.url_for(call_id), 8000, {"callId": call_id})
+    while (pcm := stream.get(timeout=5)) is not None:   # L16 LE bytes, any size; None = fork closed
+        ...
+    server.release(call_id)
+
+A small RFC 6455 server on gevent's StreamServer: one greenlet per fork, no
+thread, a few KiB per connection, so hundreds of concurrent 20 ms streams stay
+cheap.  The upgrade selects subprotocol `audio.drachtio.org` when offered (FS
+also works without one, freeswitch.md §4.3).  The first TEXT frame is the
+metadata (JSON); binary frames are passed on as they come (the consumer
+re-chunks to 20 ms); later TEXT frames go to `stream.texts`.  A connection for
+a call id nobody expects is accepted and closed at once with 1008 (policy).
+The WebSocket framing itself (`WsFrameParser`, `encode_frame`) is pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.queue
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from worker.config import AUDIO_FORK_PATH
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "audio.drachtio.org"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# --- tunables -----------------------------------------------------------------
+HANDSHAKE_TIMEOUT_S = 10.0  # seconds for the client to send its upgrade request
+IDLE_TIMEOUT_S = 120.0  # seconds without any frame before a fork is considered dead
+DRAIN_TIMEOUT_S = 5.0  # seconds to wait for the peer's close after we sent ours
+MAX_REQUEST_BYTES = 16 * 1024  # upgrade request size limit
+MAX_MESSAGE_BYTES = 1 << 20  # one reassembled message (FS sends 320-1280 byte frames)
+STREAM_MAX_FRAMES = 1500  # buffered binary frames per fork (30 s of 20 ms audio); oldest dropped beyond
+MAX_CONNECTIONS = 2000  # concurrent WebSocket connections per server
+READ_CHUNK = 65536
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_POLICY, CLOSE_TOO_BIG = 1000, 1002, 1008, 1009
+
+_CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class WsProtocolError(Exception):
+    def __init__(self, message: str, code: int = CLOSE_PROTOCOL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- pure framing ----------------------------------------------------------------
+@dataclass(frozen=True)
+class WsFrame:
+    fin: bool
+    opcode: int
+    payload: bytes
+
+
+def _unmask(mask: bytes, data: bytes) -> bytes:
+    n = len(data)
+    if not n:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+class WsFrameParser:
+    """Client-to-server frames (must be masked): `feed(bytes)`, then `next_frame()` until None."""
+
+    def __init__(self, max_payload: int = MAX_MESSAGE_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_payload
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> WsFrame | None:
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        if b0 & 0x70:
+            raise WsProtocolError("reserved bits set (no extension was negotiated)")
+        opcode = b0 & 0x0F
+        if opcode not in (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
+            raise WsProtocolError(f"unknown opcode {opcode:#x}")
+        if not b1 & 0x80:
+            raise WsProtocolError("client frames must be masked")
+        length = b1 & 0x7F
+        pos = 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            (length,) = struct.unpack_from("!H", buf, 2)
+            pos = 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            (length,) = struct.unpack_from("!Q", buf, 2)
+            pos = 10
+        if opcode >= OP_CLOSE and (length > 125 or not b0 & 0x80):
+            raise WsProtocolError("control frames must be short and not fragmented")
+        if length > self._max:
+            raise WsProtocolError(f"frame of {length} bytes is too big", CLOSE_TOO_BIG)
+        if len(buf) < pos + 4 + length:
+            return None
+        mask = bytes(buf[pos : pos + 4])
+        payload = _unmask(mask, bytes(buf[pos + 4 : pos + 4 + length]))
+        del buf[: pos + 4 + length]
+        return WsFrame(bool(b0 & 0x80), opcode, payload)
+
+    def frames(self) -> Iterator[WsFrame]:
+        while (frame := self.next_frame()) is not None:
+            yield frame
+
+
+def encode_frame(opcode: int, payload: bytes = b"", mask: bytes | None = None) -> bytes:
+    """One FIN frame; servers send unmasked, clients (tests) pass a 4-byte mask."""
+    n = len(payload)
+    head = bytearray([0x80 | opcode])
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        head.append(mbit | n)
+    elif n < 1 << 16:
+        head.append(mbit | 126)
+        head += struct.pack("!H", n)
+    else:
+        head.append(mbit | 127)
+        head += struct.pack("!Q", n)
+    if mask is not None:
+        return bytes(head) + mask + _unmask(mask, payload)
+    return bytes(head) + payload
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return struct.pack("!H", code) + reason.encode()[:120]
+
+
+def accept_key(key: str) -> str:
+    digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    method: str
+    target: str
+    headers: dict[str, str]  # lower-case names
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def protocols(self) -> list[str]:
+        raw = self.headers.get("sec-websocket-protocol", "")
+        return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def parse_upgrade(data: bytes) -> UpgradeRequest:
+    """Parse and check an HTTP/1.1 WebSocket upgrade request (the bytes before the blank line)."""
+    lines = data.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise WsProtocolError(f"not an HTTP request line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise WsProtocolError(f"bad header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    req = UpgradeRequest(parts[0], parts[1], headers)
+    if req.method != "GET":
+        raise WsProtocolError(f"method {req.method} is not GET")
+    if (
+        headers.get("upgrade", "").lower() != "websocket"
+        or "upgrade" not in headers.get("connection", "").lower()
+    ):
+        raise WsProtocolError("not a WebSocket upgrade")
+    if headers.get("sec-websocket-version") != "13":
+        raise WsProtocolError("Sec-WebSocket-Version must be 13")
+    key = headers.get("sec-websocket-key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except ValueError:
+        raise WsProtocolError("bad Sec-WebSocket-Key") from None
+    return req
+
+
+def upgrade_response(req: UpgradeRequest) -> bytes:
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(req.headers['sec-websocket-key'])}",
+    ]
+    if SUBPROTOCOL in req.protocols:
+        lines.append(f"Sec-WebSocket-Protocol: {SUBPROTOCOL}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _http_error(status: str, message: str) -> bytes:
+    body = message.encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+# --- streams and the server ------------------------------------------------------------
+class ForkStream:
+    """The audio of one fork.  `get()` -> bytes, None once the fork closed; TimeoutError on timeout."""
+
+    def __init__(self, call_id: str, max_frames: int = STREAM_MAX_FRAMES) -> None:
+        self.call_id = call_id
+        self.metadata: dict[str, Any] | None = None
+        self.texts: gevent.queue.Queue[str] = gevent.queue.Queue()
+        self.connected = gevent.event.Event()
+        self.ended = gevent.event.Event()
+        self.close_code: int | None = None
+        self.frames_received = 0
+        self.bytes_received = 0
+        self.dropped = 0
+        self._queue: gevent.queue.Queue[bytes | None] = gevent.queue.Queue()
+        self._max = max_frames
+        self._conn: _Conn | None = None
+        self._attached = False
+
+    def __repr__(self) -> str:
+        return f"ForkStream({self.call_id}, frames={self.frames_received}, ended={self.ended.is_set()})"
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        try:
+            item = self._queue.get(timeout=timeout)
+        except gevent.queue.Empty:
+            raise TimeoutError(f"fork {self.call_id}: no audio within {timeout}s") from None
+        if item is None:
+            self._queue.put_nowait(None)  # later calls see the end too
+        return item
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self.connected.wait(timeout)
+
+    def send_text(self, message: str | Mapping[str, Any]) -> bool:
+        """A TEXT frame to FreeSWITCH (JSON for mod_audio_fork, §4.4); False if not connected."""
+        text = message if isinstance(message, str) else json.dumps(dict(message), separators=(",", ":"))
+        conn = self._conn
+        return conn is not None and conn.send(encode_frame(OP_TEXT, text.encode()))
+
+    def close(self, code: int = CLOSE_NORMAL) -> None:
+        """Close the WebSocket (FS then fires mod_audio_fork::disconnect) and end the stream."""
+        conn = self._conn
+        if conn is not None:
+            conn.close(code)
+        self._end(code)
+
+    # -- fed by the connection --------------------------------------------------
+    def _put(self, data: bytes) -> None:
+        if self.ended.is_set():
+            return
+        self.frames_received += 1
+        self.bytes_received += len(data)
+        if self._queue.qsize() >= self._max:
+            try:
+                self._queue.get_nowait()
+                self.dropped += 1
+                if self.dropped in (1, 100, 1000) or self.dropped % 10000 == 0:
+                    log.warning(
+                        "call %s: audio consumer too slow, %s frames dropped", self.call_id, self.dropped
+                    )
+            except gevent.queue.Empty:
+                pass
+        self._queue.put_nowait(data)
+
+    def _end(self, code: int | None) -> None:
+        if not self.ended.is_set():
+            self.close_code = code
+            self.ended.set()
+            self._queue.put_nowait(None)
+
+
+class _Conn:
+    """One accepted socket: serialized writes, close bookkeeping."""
+
+    def __init__(self, sock: Any, call_id: str) -> None:
+        self.sock = sock
+        self.call_id = call_id
+        self._lock = gevent.lock.Semaphore()
+        self.close_sent = False
+
+    def send(self, data: bytes) -> bool:
+        with self._lock:
+            if self.close_sent:
+                return False
+            try:
+                self.sock.sendall(data)
+                return True
+            except OSError:
+                return False
+
+    def close(self, code: int, reason: str = "") -> None:
+        with self._lock:
+            if self.close_sent:
+                return
+            self.close_sent = True
+            try:
+                self.sock.sendall(encode_frame(OP_CLOSE, close_payload(code, reason)))
+            except OSError:
+                pass
+
+
+class ForkServer:
+    """The endpoint.  See the module docstring and CONTRACTS.md "Audio fork endpoint"."""
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1:0",
+        public_host: str | None = None,
+        path: str = AUDIO_FORK_PATH,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        host, sep, port = bind.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"audio fork bind must be host:port, got {bind!r}")
+        self._bind = (host or "0.0.0.0", int(port))
+        self.public_host = public_host or (host if host not in ("", "0.0.0.0") else "127.0.0.1")
+        self.path = "/" + path.strip("/")
+        self._streams: dict[str, ForkStream] = {}
+        self._server = StreamServer(self._bind, self._handle, spawn=Pool(max_connections))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ForkServer:
+        return cls(settings.audio_fork_bind, settings.audio_fork_public_host)
+
+    def start(self) -> ForkServer:
+        self._server.start()
+        log.info("audio fork endpoint listening on %s:%s", self._bind[0], self.port)
+        return self
+
+    def stop(self) -> None:
+        for call_id in list(self._streams):
+            self.release(call_id)
+        self._server.stop(timeout=1)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def url_for(self, call_id: str) -> str:
+        _check_call_id(call_id)
+        return f"ws://{self.public_host}:{self.port}{self.path}/{call_id}"
+
+    def expect(self, call_id: str) -> ForkStream:
+        """The stream the next fork for `call_id` feeds (a new one if the previous fork ended)."""
+        _check_call_id(call_id)
+        stream = self._streams.get(call_id)
+        if stream is None or stream.ended.is_set():
+            stream = ForkStream(call_id)
+            self._streams[call_id] = stream
+        return stream
+
+    def release(self, call_id: str) -> None:
+        stream = self._streams.pop(call_id, None)
+        if stream is not None:
+            stream.close()
+
+    @property
+    def active(self) -> int:
+        return sum(1 for s in self._streams.values() if s.connected.is_set() and not s.ended.is_set())
+
+    # -- one connection -----------------------------------------------------------
+    def _handle(self, sock: Any, address: Any) -> None:
+        try:
+            self._serve(sock)
+        except Exception:  # noqa: BLE001 - one broken fork must not take the server down
+            log.exception("audio fork connection from %s failed", address)
+        finally:
+            sock.close()
+
+    def _read_request(self, sock: Any) -> tuple[bytes, bytes] | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            if len(data) > MAX_REQUEST_BYTES:
+                sock.sendall(_http_error("431 Request Header Fields Too Large", "request too large"))
+                return None
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        return head, rest
+
+    def _serve(self, sock: Any) -> None:
+        sock.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            got = self._read_request(sock)
+        except OSError:
+            return
+        if got is None:
+            return
+        head, rest = got
+        try:
+            req = parse_upgrade(head)
+        except WsProtocolError as exc:
+            sock.sendall(_http_error("400 Bad Request", str(exc)))
+            return
+        prefix = self.path + "/"
+        if not req.path.startswith(prefix):
+            sock.sendall(_http_error("404 Not Found", f"audio forks connect to {prefix}<call_id>"))
+            return
+        call_id = unquote(req.path[len(prefix) :])
+        sock.sendall(upgrade_response(req))
+        conn = _Conn(sock, call_id)
+        stream = self._streams.get(call_id)
+        if stream is None or stream._attached or stream.ended.is_set():
+            log.warning("call %s: unexpected audio fork connection refused (1008)", call_id)
+            conn.close(CLOSE_POLICY, "unknown call")
+            self._drain(sock, rest)
+            return
+        stream._attached = True
+        stream._conn = conn
+        stream.connected.set()
+        log.info("call %s: audio fork connected (protocols %s)", call_id, req.protocols)
+        code: int | None = None
+        try:
+            code = self._pump(sock, conn, stream, rest)
+        finally:
+            stream._conn = None
+            stream._end(code)
+            log.info(
+                "call %s: audio fork ended (code %s, %s frames, %s dropped)",
+                call_id,
+                code,
+                stream.frames_received,
+                stream.dropped,
+            )
+
+    def _pump(self, sock: Any, conn: _Conn, stream: ForkStream, rest: bytes) -> int | None:
+        parser = WsFrameParser()
+        parser.feed(rest)
+        sock.settimeout(IDLE_TIMEOUT_S)
+        message_op: int | None = None
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                for frame in parser.frames():
+                    op = frame.opcode
+                    if op == OP_PING:
+                        conn.send(encode_frame(OP_PONG, frame.payload))
+                        continue
+                    if op == OP_PONG:
+                        continue
+                    if op == OP_CLOSE:
+                        code = struct.unpack("!H", frame.payload[:2])[0] if len(frame.payload) >= 2 else None
+                        conn.close(CLOSE_NORMAL)  # echo the close (RFC 6455 §5.5.1)
+                        return code
+                    if op == OP_CONT:
+                        if message_op is None:
+                            raise WsProtocolError("continuation frame without a message")
+                    else:
+                        if message_op is not None:
+                            raise WsProtocolError("new message inside a fragmented one")
+                        message_op = op
+                    parts.append(frame.payload)
+                    size += len(frame.payload)
+                    if size > MAX_MESSAGE_BYTES:
+                        raise WsProtocolError("message too big", CLOSE_TOO_BIG)
+                    if not frame.fin:
+                        continue
+                    payload = parts[0] if len(parts) == 1 else b"".join(parts)
+                    self._deliver(stream, message_op, payload)
+                    message_op, parts, size = None, [], 0
+            except WsProtocolError as exc:
+                log.warning("call %s: audio fork protocol error: %s", stream.call_id, exc)
+                conn.close(exc.code, str(exc)[:100])
+                return exc.code
+            if conn.close_sent:  # we closed (release): wait for the peer's close, briefly
+                self._drain(sock, b"")
+                return stream.close_code or CLOSE_NORMAL
+            try:
+                data = sock.recv(READ_CHUNK)
+            except TimeoutError:
+                log.warning("call %s: audio fork idle for %ss, closing", stream.call_id, IDLE_TIMEOUT_S)
+                conn.close(CLOSE_POLICY, "idle")
+                return None
+            except OSError:
+                return None
+            if not data:
+                return None
+            parser.feed(data)
+
+    @staticmethod
+    def _deliver(stream: ForkStream, opcode: int | None, payload: bytes) -> None:
+        if opcode == OP_BINARY:
+            if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
+                stream._put(payload)
+            return
+        text = payload.decode("utf-8", errors="replace")
+        if stream.metadata is None and stream.frames_received == 0 and stream.texts.empty():
+            try:
+                meta = json.loads(text)
+            except ValueError:
+                meta = None
+            if isinstance(meta, dict):
+                stream.metadata = meta
+                return
+            log.warning("call %s: audio fork metadata is not a JSON object: %r", stream.call_id, text[:80])
+        stream.texts.put(text)
+
+    @staticmethod
+    def _drain(sock: Any, rest: bytes) -> None:
+        """After our close: discard frames until the peer's close or EOF (bounded in time)."""
+        parser = WsFrameParser()
+        parser.feed(rest)
+        sock.settimeout(DRAIN_TIMEOUT_S)
+        try:
+            while True:
+                for frame in parser.frames():
+                    if frame.opcode == OP_CLOSE:
+                        return
+                data = sock.recv(READ_CHUNK)
+                if not data:
+                    return
+                parser.feed(data)
+        except (OSError, WsProtocolError):
+            return
+
+
+def _check_call_id(call_id: str) -> None:
+    if not isinstance(call_id, str) or not _CALL_ID_RE.match(call_id):
+        raise ValueError(f"call id must be 1-128 letters, digits, '-', '_' or '.', got {call_id!r}")
