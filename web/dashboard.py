@@ -16,7 +16,7 @@ import rq_dashboard.web
 from flask import Flask, request
 from rq.serializers import JSONSerializer
 
-from web.auth import authenticate
+from web.auth import SAFE_METHODS, authenticate, same_origin
 from web.errors import Forbidden
 
 URL_PREFIX = "/rq"
@@ -26,6 +26,8 @@ REALM = "Hold Slayer RQ dashboard"
 def _protect() -> Any:
     if request.blueprint == "rq_dashboard":
         authenticate(basic_realm=REALM)
+        if request.method not in SAFE_METHODS and not same_origin():
+            raise Forbidden("cross-site request refused")                   # browsers resend basic auth
         if request.endpoint == "rq_dashboard.requeue_all" and request.method != "POST":
             raise Forbidden("requeue with POST from the dashboard page")   # a GET must not change state
     return None
