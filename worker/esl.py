@@ -100,6 +100,9 @@ DEFAULT_EVENTS: tuple[str, ...] = (
 READ_CHUNK = 65536  # bytes per recv()
 STOP_TIMEOUT_S = 1.0  # how long close() waits for `exit` to be answered and greenlets to end
 STREAM_MAX_EVENTS = 2000  # per-uuid queue bound; a leg that nobody reads drops its oldest events
+KEEPALIVE_IDLE_S = 10  # TCP keepalive: first probe after this many idle seconds,
+KEEPALIVE_INTERVAL_S = 5  # then one every this many seconds,
+KEEPALIVE_PROBES = 3  # and the connection is dead after this many unanswered probes (~25 s)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,19 @@ class Backoff:
         while True:
             yield delay * (1 + random.uniform(-self.jitter, self.jitter))
             delay = min(delay * self.factor, self.maximum)
+
+
+def _enable_keepalive(sock: Any) -> None:
+    """Let the kernel notice a switch that vanished without closing (power loss, partition)."""
+    sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        option = getattr(_stdsocket, name, None)
+        if option is not None:  # Linux; other systems keep their defaults
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, option, value)
 
 
 def _describe(command: str) -> str:
@@ -206,6 +222,7 @@ class _Connection(InboundESL):
             raise EslDisconnected(f"ESL {self.label}: cannot connect: {exc}") from None
         self.sock.settimeout(None)
         self.sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        _enable_keepalive(self.sock)
         self.connected = True
         self._receive_events_greenlet = self._group.spawn(self.receive_events)
         if not self._auth_request_event.wait(self.timeout):
