@@ -65,6 +65,8 @@ class FrameClassifier:
         self.features = FeatureExtractor(sample_rate, tonal_threshold=self.p.tones.min_tonality)
         self.tracker = ToneTracker(self.p.tones)
         self.index = 0                                   # frames processed so far
+        self._last_sound = -1                            # index of the last sound (non-tone) frame
+        self._quiet_tail = np.zeros(2, dtype=np.int64)
         self._floor_n = int(self.p.floor_window_s * 1000 / FRAME_MS)
         self._win_n = int(self.p.window_s * 1000 / FRAME_MS)
         self._e_hist = np.full(self._floor_n - 1, np.inf)
@@ -112,11 +114,20 @@ class FrameClassifier:
         events: list[tuple[int, ToneEvent]] = []
         base = self.index
         tone_list = [False] * n
+        # silent frames before each frame (for "a beep follows silence")
+        idx = np.arange(base, base + n)
+        sound_idx = np.where(active & (codes == NONE), idx, -1)
+        last_sound = np.maximum.accumulate(np.concatenate([[self._last_sound], sound_idx]))[:-1]
+        q = np.concatenate([self._quiet_tail, idx - last_sound - 1])
+        self._quiet_tail = q[-2:]
+        # a tone's first frame or two are partly silence: look past them
+        quiet = np.maximum(np.maximum(q[2:], q[1:-1]), q[:-2]).tolist()
+        self._last_sound = int(max(self._last_sound, sound_idx.max(initial=-1)))
         for j in range(n):
             c = code_list[j]
             if c == NONE and tracker.code == NONE:
                 continue
-            for ev in tracker.step(base + j, c, key_list[j], power[j], f1[j]):
+            for ev in tracker.step(base + j, c, key_list[j], power[j], f1[j], quiet[j]):
                 events.append((j, ev))
             if tracker.label:
                 label_list[j] = tracker.label

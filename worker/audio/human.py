@@ -61,7 +61,7 @@ class HumanParams:
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
-    music_context_s: float = 3.0     # this much music in the call means we are on hold (recordings return to it)
+    music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
     wait_unknown_s: float = 2.0      # on hold with no recorded voice to compare with, wait this long
     voice_new_db: float = 3.0        # spectral-shape distance from every recorded voice heard: a new voice
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
@@ -131,7 +131,8 @@ class HumanDecider:
         self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
         self._confirm = round(self.p.confirm_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
-        self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S), round(self.p.confirm_gap_s[1] / FRAME_S))
+        self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S),
+                             round(self.p.confirm_gap_s[1] / FRAME_S))
         self._music_need = round(self.p.music_context_s / FRAME_S)
         self.music_run = 0               # consecutive music frames
         self.on_hold = False             # sustained music heard in this call
@@ -200,7 +201,7 @@ class HumanDecider:
                 gap = self.silence
                 self._finish_utterance()
                 utt = self.utt = _Utterance(start=i)
-                if (prev is not None and prev.pending and self._confirm_gap[0] <= gap <= self._confirm_gap[1]):
+                if prev is not None and prev.pending and self._confirm_gap[0] <= gap <= self._confirm_gap[1]:
                     utt.confirming = True
                 if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
                         or (prev is not None and (prev.tone or prev.speech_score(p) <= p.speech_score))):

@@ -60,6 +60,7 @@ class ToneParams:
     sit_gap_s: float = 0.12            # silence allowed between SIT segments
     beep_s: tuple[float, float] = (0.08, 1.6)
     beep_stability: float = 0.015      # relative spread of a beep's frequency
+    beep_quiet_before_frames: int = 8  # a beep starts after this much silence (a greeting ended)
     dropout_frames: int = 2            # frames of a burst that may be lost (packet loss) without ending it
 
 
@@ -121,6 +122,7 @@ class ToneTracker:
         self.code = NONE          # code of the open burst
         self.key = -1
         self.start = 0            # frame index where it started
+        self.quiet_before = 0     # silent frames just before it started
         self.length = 0           # frames with the tone
         self.missing = 0          # frames lost since the last tone frame
         self.power_sum = 0.0
@@ -131,7 +133,8 @@ class ToneTracker:
         self._dtmf_sent = False
         self.label = ""           # name of the open burst when certain (see _label)
 
-    def step(self, i: int, code: int, key: int, power: float, f1: float) -> list[ToneEvent]:
+    def step(self, i: int, code: int, key: int, power: float, f1: float,
+             quiet_before: int = 0) -> list[ToneEvent]:
         """Frame i (media index) with its tone code; returns events recognised at this frame."""
         events: list[ToneEvent] = []
         if code != NONE and code == self.code and (code != DTMF or key == self.key):
@@ -153,6 +156,7 @@ class ToneTracker:
                 events += self._close(i)
             if code != NONE:
                 self.code, self.key, self.start, self.length, self.missing = code, key, i, 1, 0
+                self.quiet_before = quiet_before
                 self.power_sum = self.power_max = power
                 self.freqs = [f1]
                 self._dtmf_sent = False
@@ -208,7 +212,8 @@ class ToneTracker:
             fr = np.asarray(self.freqs[1:-1] or self.freqs)
             med = float(np.median(fr))
             if med > 0 and float(np.max(np.abs(fr / med - 1.0))) <= p.beep_stability:
-                events.append(ToneEvent(self._t(i), "beep", f"{med:.0f}"))
+                if self.quiet_before >= p.beep_quiet_before_frames:    # a note in music is not a beep
+                    events.append(ToneEvent(self._t(i), "beep", f"{med:.0f}"))
         elif code == LOW:
             events += self._cadence(i)
         elif code == SIT_C and p.sit_burst_s[0] <= dur <= p.sit_burst_s[1] * 1.3:
