@@ -37,6 +37,7 @@ SETUP_DELAY_S = 0.05  # media seconds between INVITE and the far end's first rep
 REFUSE_DELAY_S = 0.05
 DTMF_GAP_S = 0.15  # between digits of one uuid_send_dtmf (RFC 2833 duration + gap)
 DTMF_DURATION = "2080"  # DTMF-Duration the captured phone sent (samples)
+REFUSE_CAUSE = {"busy": "USER_BUSY", "unavailable": "NORMAL_TEMPORARY_FAILURE", "sit": "UNALLOCATED_NUMBER"}
 USAGE_ORIGINATE = (
     "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] "
     "[<cid_name>] [<cid_num>] [<timeout_sec>]\n"
@@ -273,6 +274,9 @@ class Engine:
                 job.finish("-ERR INVALID_GATEWAY\n")
                 return
             self._company_call(parts[3], variables, timeout, cid_name, cid_num, job)
+        elif parts[0] == "sofia" and len(parts) >= 3:
+            # a direct SIP URI: nothing answers on this loopback-only stand-in (like a closed UDP port)
+            job.finish("-ERR NORMAL_TEMPORARY_FAILURE\n")
         elif parts[0] == "user" and len(parts) >= 2:
             ext = parts[1].split("@", 1)[0]
             self._desk_call(ext, variables, timeout, cid_name, cid_num, job)
@@ -315,23 +319,26 @@ class Engine:
         self, digits: str, variables: dict[str, str], timeout: int, cid_name: str, cid_num: str, job: Job
     ) -> None:
         sc = self.companies.lookup(digits) or not_in_service(digits)
-        company = CompanyCall(sc, self.renderer) if sc.outcome not in ("busy", "unavailable") else None
+        early = "early_media" in sc.data
+        refused = sc.outcome in ("busy", "unavailable") or (sc.outcome == "sit" and not early)
+        company = None if refused else CompanyCall(sc, self.renderer)
         ch = self._new_channel(f"sofia/external/{digits}", digits, "gw", variables, cid_name, cid_num, job)
         ch.scenario = sc
         ignore_early = variables.get("ignore_early_media", "false").lower() == "true"
         log.info("call %s: dialing %s (%s, outcome %s)", ch.uuid, digits, sc.name, sc.outcome)
         self.emit_all(self.factory.segment("gw.setup", {"a": ch}))
-        if sc.outcome in ("busy", "unavailable"):
+        has_early = sc.data.get("early_media") is not None
+        if sc.outcome in ("busy", "unavailable") or (sc.outcome == "sit" and not has_early):
             if self._wait(ch, REFUSE_DELAY_S):
                 return
-            self._refuse(ch, "USER_BUSY" if sc.outcome == "busy" else "NORMAL_TEMPORARY_FAILURE", job)
+            self._refuse(ch, REFUSE_CAUSE[sc.outcome], job)
             return
         if self._wait(ch, SETUP_DELAY_S):
             return
         ch.company = company
         assert company is not None
         deadline = time.monotonic() + timeout / self.speed
-        if sc.data.get("early_media") is not None:
+        if has_early:
             ch.state = "early"
             ch.times["progress_media_us"] = now_us()
             self.emit_all(self.factory.segment("gw.early", {"a": ch}))

@@ -180,6 +180,7 @@ class EslConnection:
         self.held: list[bytes] = []
         self.out: gevent.queue.Queue = gevent.queue.Queue()
         self.closing = False
+        self.writes = 0                  # sendall calls (tests check that fragment mode really splits)
         self.writer: gevent.Greenlet | None = None
 
     # -- output ------------------------------------------------------------------------------------
@@ -202,6 +203,7 @@ class EslConnection:
                     chunks.append(nxt)
             try:
                 if self.switch.write_mode == "each":
+                    self.writes += 1
                     self.sock.sendall(chunks[0])
                 elif self.switch.write_mode == "fragment":
                     data = b"".join(chunks)
@@ -209,9 +211,11 @@ class EslConnection:
                     while i < len(data):
                         n = self.switch.rng.randint(1, 97)
                         self.sock.sendall(data[i : i + n])
+                        self.writes += 1
                         i += n
                         gevent.sleep(0)
                 else:
+                    self.writes += 1
                     self.sock.sendall(b"".join(chunks))
             except OSError:
                 return
