@@ -96,7 +96,7 @@ if type(result) == "table" and type(result.body) == "string" then
 end
 
 if status >= 200 and status < 300 then
-  local call_id = (type(payload) == "table" and (payload.id or payload.call_id)) or ""
+  local call_id = (type(payload) == "table" and (payload.call_id or payload.id)) or ""
   session:setVariable("hs_star_code_call_id", tostring(call_id))
   util.log("INFO", "star code: call %s queued for extension %s", tostring(call_id), ext)
   finish(status, "Hold Slayer is calling for you. Hang up; this phone rings when a person answers.", TONE_OK)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,41 @@ def load_globals(env: dict[str, str], conf_dir: Path = CONF_DIR) -> dict[str, st
     return variables
 
 
+def preprocess(env: dict[str, str], conf_dir: Path = CONF_DIR) -> str:
+    """The whole configuration as FreeSWITCH's preprocessor writes it (src/switch_xml.c preprocess()).
+
+    Per line: expand $${vars}; drop lines holding <include>, </include> or <?;
+    run <X-PRE-PROCESS> directives (include: glob relative to the including file,
+    in name order); copy everything else.
+    """
+    variables = dict(BUILTINS)
+    out: list[str] = []
+
+    def walk(path: Path) -> None:
+        for line in path.read_text().splitlines():
+            line = expand_globals(line, variables)
+            if "<include>" in line or "</include>" in line or "<?" in line:
+                continue
+            m = PREPROCESS.search(line)
+            if m is None:
+                out.append(line)
+                continue
+            cmd, data = m.groups()
+            name, _, value = data.partition("=")
+            if cmd == "include":
+                for inc in sorted(path.parent.glob(data)):
+                    walk(inc)
+            elif cmd == "set":
+                variables[name] = value
+            elif cmd == "exec-set":
+                variables[name] = f"random-{name}"
+            elif cmd == "env-set" and value.startswith("$") and value[1:] in env:
+                variables[name] = env[value[1:]]
+
+    walk(conf_dir / "freeswitch.xml")
+    return "\n".join(out)
+
+
 @dataclass(frozen=True)
 class Step:
     app: str
@@ -69,6 +105,16 @@ class Result:
 
     def first(self, app: str) -> Step | None:
         return next((s for s in self.steps if s.app == app), None)
+
+
+def _captures(groups: tuple[str, ...]) -> Callable[[re.Match[str]], str]:
+    """Replacement function for $N: the Nth capture, "" when absent (switch_perform_substitution)."""
+
+    def sub(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return (groups[n] or "") if n < len(groups) else ""
+
+    return sub
 
 
 class Dialplan:
@@ -108,8 +154,7 @@ class Dialplan:
                     break
                 for action in cond.actions:
                     data = expand_globals(action.data or "", self.globals)
-                    data = re.sub(r"\$(\d)", lambda m, g=groups: (g[int(m.group(1))] or "")
-                                  if int(m.group(1)) < len(g) else "", data)
+                    data = re.sub(r"\$(\d)", _captures(groups), data)
                     steps.append(Step(action.application, data))
             if matched and steps:
                 return Result(ext.name, tuple(steps))

@@ -150,7 +150,7 @@ class ModCurl:
         parts = urllib.parse.urlsplit(req.url)
         status, body = 0, None
         try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=req.timeout or 10)
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=req.timeout or 10)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
             conn.request(req.method.upper(), path, body=req.body.encode(), headers=req.headers)
             resp = conn.getresponse()

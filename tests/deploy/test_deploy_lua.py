@@ -99,7 +99,7 @@ def test_split_fs_args_keeps_single_quoted_words_together():
 
 
 def test_star_code_posts_the_job_with_the_service_key_and_says_it_is_queued(api):
-    api.status, api.reply = 201, {"id": "c0ffee", "status": "queued"}
+    api.status, api.reply = 202, {"call_id": "c0ffee", "status": "queued"}
     key = secrets.token_urlsafe(24)
     run, curl = star(api.url, key, "8005551234", user_name="1001")
 
@@ -113,7 +113,7 @@ def test_star_code_posts_the_job_with_the_service_key_and_says_it_is_queued(api)
     assert body["transfer_to"] == "1001"
     assert body["intent"]
     assert curl.requests[0].connect_timeout and curl.requests[0].timeout
-    assert run.var("hs_star_code_status") == "201"
+    assert run.var("hs_star_code_status") == "202"
     assert run.var("hs_star_code_call_id") == "c0ffee"
     assert run.var("tts_engine") == "flite"
     queued = "say:Hold Slayer is calling for you. Hang up; this phone rings when a person answers."
