@@ -162,15 +162,20 @@ def synthetic_event(name: str, **headers: str) -> EslEvent:
 # --- framing ------------------------------------------------------------------
 def _parse_header_lines(block: bytes, *, decode: bool) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
-    for raw in block.split(b"\n"):
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+    append = pairs.append
+    for line in block.decode("utf-8", errors="replace").split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
         if not line:
             continue
         name, sep, value = line.partition(":")
-        if not sep or not name.strip():
+        if not sep or not name:
             raise EslProtocolError(f"bad ESL header line {line[:80]!r}")
-        value = value.lstrip(" ")
-        pairs.append((name.strip(), unquote(value) if decode else value))
+        if value.startswith(" "):
+            value = value.lstrip(" ")
+        if decode and "%" in value:
+            value = unquote(value)
+        append((name.strip(), value))
     return pairs
 
 
