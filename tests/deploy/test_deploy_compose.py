@@ -58,7 +58,16 @@ def test_optional_stt_and_llm_profiles(compose):
 def test_web_and_worker_commands(compose):
     web = compose["services"]["web"]["command"]
     assert web[:3] == ["/venv/bin/gunicorn", "-k", "gevent"] and web[-1] == "web:create_app()"
-    assert compose["services"]["worker"]["command"][-2:] == ["-m", "worker"]
+    assert " ".join(compose["services"]["worker"]["command"]).endswith("exec /venv/bin/python -m worker")
+
+
+def test_prompts_rendered_by_the_worker_are_readable_by_the_switch(compose):
+    """worker/prompts.py plays files with uuid_broadcast: FreeSWITCH must see the same path."""
+    worker = compose["services"]["worker"]
+    prompts_dir = worker["environment"]["PROMPTS_DIR"]
+    assert f"prompts:{prompts_dir}" in worker["volumes"]
+    assert f"prompts:{prompts_dir}:ro" in compose["services"]["freeswitch"]["volumes"]
+    assert "espeak-ng" in " ".join(worker["command"]) and "sox" in " ".join(worker["command"])
 
 
 def test_recordings_volume_is_shared_by_switch_and_worker(compose):

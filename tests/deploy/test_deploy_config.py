@@ -165,6 +165,18 @@ def test_audio_fork_url_matches_the_worker():
     )
 
 
+def test_audio_fork_url_is_what_the_worker_endpoint_serves():
+    from worker.audio_fork import ForkServer
+
+    server = ForkServer(bind="127.0.0.1:0", public_host="worker").start()
+    try:
+        fs = load_globals({"AUDIO_FORK_PUBLIC_HOST": "worker", "AUDIO_FORK_PORT": str(server.port)})
+        call_id = "0123456789abcdef0123456789abcdef"
+        assert server.url_for(call_id) == f"{fs['hs_audio_fork_url']}/{call_id}"
+    finally:
+        server.stop()
+
+
 def test_star_code_matches_the_worker():
     desk = (CONF_DIR / "dialplan/desk.xml").read_text()
     expr = re.search(
