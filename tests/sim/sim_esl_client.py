@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -110,6 +111,7 @@ class RawEsl:
         self.reader = gevent.spawn(self._read)
         self.events: list[Msg] = []
         self.logs: list[Msg] = []
+        self.log: list[Msg] = []  # every message received, in order
 
     def _read(self) -> None:
         buf = b""
@@ -123,7 +125,9 @@ class RawEsl:
                 buf += data
                 frames, buf = parse_frames(buf)
                 for outer, pairs, body in frames:
-                    self.q.put(Msg(outer, pairs, body))
+                    msg = Msg(outer, pairs, body)
+                    self.log.append(msg)
+                    self.q.put(msg)
         except OSError:
             pass
         self.closed.set()
@@ -183,3 +187,120 @@ def need_captures() -> Path:
     if not CAPTURES.is_dir():
         pytest.skip(f"FreeSWITCH captures not found at {CAPTURES}")
     return CAPTURES
+
+
+class WsSink:
+    """A tiny WebSocket server standing in for the worker's audio-fork endpoint.
+
+    Records the upgrade request headers and every frame (opcode, payload, arrival time).
+    `select_protocol=False` answers without Sec-WebSocket-Protocol; `close_after` closes
+    (code 1000) after that many binary frames; `send_on_connect` are text messages sent after the upgrade.
+    """
+
+    def __init__(
+        self,
+        select_protocol: bool = True,
+        close_after: int | None = None,
+        send_on_connect: tuple[str, ...] = (),
+    ) -> None:
+        from gevent.server import StreamServer
+
+        self.select_protocol = select_protocol
+        self.close_after = close_after
+        self.send_on_connect = send_on_connect
+        self.request_line = ""
+        self.headers: list[tuple[str, str]] = []
+        self.frames: list[tuple[int, bytes, float]] = []
+        self.close_code: int | None = None
+        self.connected = gevent.event.Event()
+        self.ended = gevent.event.Event()
+        self.got_frame = gevent.event.Event()
+        self.server = StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def url(self, path: str = "/fork") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def binary(self) -> list[tuple[int, bytes, float]]:
+        return [f for f in self.frames if f[0] == 2]
+
+    def wait_frames(self, n: int, timeout: float = TIMEOUT) -> None:
+        with gevent.Timeout(timeout, AssertionError(f"fewer than {n} binary frames after {timeout}s")):
+            while len(self.binary()) < n:
+                self.got_frame.clear()
+                self.got_frame.wait()
+
+    def stop(self) -> None:
+        self.server.stop(timeout=1)
+
+    def _handle(self, sock: socket.socket, addr: tuple) -> None:
+        import base64
+        import hashlib
+        import struct
+
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = sock.recv(4096)
+            if not data:
+                return
+            buf += data
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        self.request_line = lines[0]
+        self.headers = [tuple(x.split(": ", 1)) for x in lines[1:]]  # type: ignore[misc]
+        key = dict(self.headers)["Sec-WebSocket-Key"]
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()  # noqa: S324
+        ).decode()
+        resp = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n"
+        )
+        if self.select_protocol:
+            resp += "Sec-WebSocket-Protocol: audio.drachtio.org\r\n"
+        sock.sendall((resp + "\r\n").encode())
+        self.connected.set()
+        for text in self.send_on_connect:
+            payload = text.encode()
+            sock.sendall(bytes([0x81, len(payload)]) + payload)
+        try:
+            while True:
+                while len(buf) < 2:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                n = buf[1] & 0x7F
+                i = 2
+                if n == 126:
+                    while len(buf) < 4:
+                        buf += sock.recv(65536)
+                    n = struct.unpack("!H", buf[2:4])[0]
+                    i = 4
+                assert buf[1] & 0x80, "client frames must be masked"
+                while len(buf) < i + 4 + n:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                mask = buf[i : i + 4]
+                payload = bytes(b ^ mask[j % 4] for j, b in enumerate(buf[i + 4 : i + 4 + n]))
+                op = buf[0] & 0x0F
+                buf = buf[i + 4 + n :]
+                self.frames.append((op, payload, time.monotonic()))
+                self.got_frame.set()
+                if op == 8:
+                    self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    sock.sendall(b"\x88\x02\x03\xe8")
+                    return
+                if self.close_after is not None and len(self.binary()) >= self.close_after:
+                    sock.sendall(b"\x88\x02\x03\xe8")
+                    self.close_code = 1000
+                    return
+        finally:
+            self.ended.set()
+            sock.close()
