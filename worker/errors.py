@@ -49,6 +49,12 @@ class UnknownCallFlow(ValidationError):
     status = 404
 
 
+class InvalidCallFlow(ValidationError):
+    """A call-flow step the navigator cannot run (unknown type, bad field, missing request option)."""
+
+    code = "invalid_call_flow"
+
+
 class UnknownDevice(ValidationError):
     code = "unknown_device"
 
@@ -143,3 +149,10 @@ class CallInterrupted(BaseException):  # noqa: N818 - an interruption, not an er
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# --- speech (worker/stt.py, worker/tts.py) ------------------------------------------
+class SpeechError(HoldSlayerError):
+    """Speech recognition or synthesis failed (engine missing, remote API error, bad audio)."""
+
+    code = "speech_failed"
