@@ -8,6 +8,9 @@ or in production with gunicorn's gevent worker (WebSockets need it):
 
     gunicorn -k gevent -w 2 -b 0.0.0.0:8000 'web:create_app()'
 
+Every write needs the API key; reads of /api/* and /ws/events need it too
+unless FLASK_PUBLIC_READS=true.  /healthz is always open.
+
 Extensions live on `app.extensions`: "hs.settings" (worker.config.Settings),
 "hs.redis" (redis.Redis), "hs.queue" (the rq.Queue, JSON serializer).  The
 database is the shared peewee proxy of worker.db, initialised from
@@ -25,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from flask import Flask
+from flask import Flask, g, request
 
 from worker import db, queueing
 from worker.config import Settings
@@ -33,6 +36,7 @@ from worker.config import Settings
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024           # request bodies larger than this get 413
+READ_PROTECTED = ("/api/", "/ws/")    # GETs under these need the key (session or header) by default
 
 
 def _secret_key(settings: Settings) -> bytes:
@@ -51,6 +55,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(days=7),
         JSON_SORT_KEYS=False,
+        PUBLIC_READS=False,          # FLASK_PUBLIC_READS=true: GET /api/* and /ws/events without a key
     )
     if test_config is None:
         app.config.from_prefixed_env()          # FLASK_SECRET_KEY, FLASK_SESSION_COOKIE_SECURE, ...
@@ -80,6 +85,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             db.database.close()
 
     from web import auth, call_flows, calls, dashboard, devices, errors, health, views, ws
+
+    @app.before_request
+    def _reads_need_key() -> None:
+        # Calls carry phone numbers, intents and account numbers: reads need the key too, unless opened.
+        if request.method in auth.SAFE_METHODS and request.path.startswith(READ_PROTECTED):
+            if not app.config.get("PUBLIC_READS"):
+                g.key_id = auth.authenticate()
 
     errors.init_app(app)
     auth.init_app(app)

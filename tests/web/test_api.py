@@ -10,6 +10,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.web.conftest import API_KEY, AUTH, SERVICE_KEY
+from web import create_app
 from worker import db, events, queueing
 
 GOOD = {"number": "+1 (555) 010-0100", "intent": "cancel my gym membership"}
@@ -38,14 +39,14 @@ def test_launch_creates_call_event_and_job(client, redis_conn, queue) -> None:
     assert job.args[0]["call_id"] == call_id and job.args[0]["options"] == {"account_number": "42"}
     assert job.get_status() == JobStatus.QUEUED
 
-    got = client.get(f"/api/calls/{call_id}").json
+    got = client.get(f"/api/calls/{call_id}", headers=AUTH).json
     assert got["status"] == "queued" and got["hold_seconds"] is None and got["created_at"].endswith("+00:00")
     assert got["events"]["count"] == 1 and got["events"]["last"]["type"] == "call.queued"
-    evs = client.get(f"/api/calls/{call_id}/events").json["events"]
+    evs = client.get(f"/api/calls/{call_id}/events", headers=AUTH).json["events"]
     assert [e["type"] for e in evs] == ["call.queued"]
     for ev in evs:
         queueing.validator("event").validate(ev)
-    listing = client.get("/api/calls").json
+    listing = client.get("/api/calls", headers=AUTH).json
     assert [c["call_id"] for c in listing["calls"]] == [call_id] and listing["total"] == 1
 
 
@@ -105,7 +106,7 @@ def test_writes_refused_without_configured_key(make_app, redis_conn, queue) -> N
     for path, body in (("/api/calls/hold-slayer", GOOD), ("/api/devices", {"extension": "1"})):
         resp = c.post(path, json=body, headers={"Authorization": "Bearer "})
         assert resp.status_code == 503 and resp.json["error"]["code"] == "api_key_not_configured"
-    assert c.get("/api/calls").status_code == 200
+    assert c.get("/api/calls").status_code == 503          # reads need a key too
     assert db.Device.select().count() == 0
     _nothing_created(redis_conn, queue)
 
@@ -172,12 +173,12 @@ def test_dtmf_is_sent_as_control_message(client, redis_conn) -> None:
 
 def test_unknown_call_and_routes_are_json(client) -> None:
     for resp, status, code in (
-        (client.get("/api/calls/0123"), 404, "not_found"),
-        (client.get("/api/nothing-here"), 404, "not_found"),
+        (client.get("/api/calls/0123", headers=AUTH), 404, "not_found"),
+        (client.get("/api/nothing-here", headers=AUTH), 404, "not_found"),
         (client.delete("/api/calls", headers=AUTH), 405, "method_not_allowed"),
         (client.post("/api/devices", data=b"x" * 70_000, headers=AUTH), 413, "request_entity_too_large"),
-        (client.get("/api/calls?per_page=1000"), 400, "invalid_request"),
-        (client.get("/api/calls?status=bogus"), 400, "invalid_request"),
+        (client.get("/api/calls?per_page=1000", headers=AUTH), 400, "invalid_request"),
+        (client.get("/api/calls?status=bogus", headers=AUTH), 400, "invalid_request"),
     ):
         assert resp.status_code == status and resp.is_json, resp.data[:200]
         assert resp.json["error"]["code"] == code
@@ -185,11 +186,11 @@ def test_unknown_call_and_routes_are_json(client) -> None:
 
 def test_call_list_pagination(client) -> None:
     ids = [client.post("/api/calls/hold-slayer", json=GOOD, headers=AUTH).json["call_id"] for _ in range(3)]
-    page1 = client.get("/api/calls?per_page=2").json
-    page2 = client.get(page1["next"]).json
+    page1 = client.get("/api/calls?per_page=2", headers=AUTH).json
+    page2 = client.get(page1["next"], headers=AUTH).json
     assert page1["total"] == 3 and len(page1["calls"]) == 2 and page2["next"] is None
     assert sorted(c["call_id"] for c in page1["calls"] + page2["calls"]) == sorted(ids)
-    assert client.get("/api/calls?status=canceled").json["total"] == 0
+    assert client.get("/api/calls?status=canceled", headers=AUTH).json["total"] == 0
 
 
 FLOW = {
@@ -212,8 +213,9 @@ def test_call_flow_crud_and_versions(client) -> None:
     assert updated.status_code == 200
     v2 = updated.json
     assert v2["version"] == 2 and v2["id"] != v1["id"] and [v["version"] for v in v2["versions"]] == [1, 2]
-    assert client.get(f"/api/call-flows/{v1['id']}").json["steps"] == FLOW["steps"]       # old version kept
-    listing = client.get("/api/call-flows").json["call_flows"]
+    old = client.get(f"/api/call-flows/{v1['id']}", headers=AUTH).json
+    assert old["steps"] == FLOW["steps"]                                  # the old version is kept
+    listing = client.get("/api/call-flows", headers=AUTH).json["call_flows"]
     assert [(f["id"], f["version"]) for f in listing] == [(v2["id"], 2)]
     # a launch by number picks the newest version; by an old id too
     call_id = client.post("/api/calls/hold-slayer", json=GOOD, headers=AUTH).json["call_id"]
@@ -224,8 +226,8 @@ def test_call_flow_crud_and_versions(client) -> None:
     renamed = client.put(f"/api/call-flows/{v2['id']}", json={**FLOW, "name": "Other"}, headers=AUTH)
     assert renamed.status_code == 409
     assert client.delete(f"/api/call-flows/{v2['id']}", headers=AUTH).status_code == 204
-    assert client.get(f"/api/call-flows/{v1['id']}").status_code == 404
-    assert client.get("/api/call-flows").json["call_flows"] == []
+    assert client.get(f"/api/call-flows/{v1['id']}", headers=AUTH).status_code == 404
+    assert client.get("/api/call-flows", headers=AUTH).json["call_flows"] == []
     again = client.post("/api/call-flows", json=FLOW, headers=AUTH)         # the name is free again
     assert again.status_code == 201 and again.json["version"] == 3
 
@@ -256,7 +258,7 @@ def test_devices(client) -> None:
     assert client.post("/api/devices", json={"extension": "1001"}, headers=AUTH).status_code == 409
     bad = client.post("/api/devices", json={"extension": "1001,user/evil"}, headers=AUTH)
     assert bad.status_code == 400 and bad.json["error"]["details"]["field"] == "extension"
-    exts = [d["extension"] for d in client.get("/api/devices").json["devices"]]
+    exts = [d["extension"] for d in client.get("/api/devices", headers=AUTH).json["devices"]]
     assert exts == ["1000", "1001"]
     launched = client.post("/api/calls/hold-slayer", json={**GOOD, "transfer_to": "1001"}, headers=AUTH)
     assert db.Call.get_by_id(launched.json["call_id"]).transfer_to == "1001"
@@ -280,3 +282,15 @@ def test_healthz_reports_redis_down(make_app, database_url) -> None:
     assert resp.status_code == 503
     assert resp.json["ok"] is False and resp.json["database"] == "ok"
     assert resp.json["redis"].startswith("down")
+
+
+def test_reads_need_the_key_unless_public(client, make_app) -> None:
+    for path in ("/api/calls", "/api/call-flows", "/api/devices", "/ws/events"):
+        resp = client.get(path)
+        assert resp.status_code == 401 and resp.json["error"]["code"] == "unauthorized", path
+    assert client.get("/api/calls", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get("/healthz").status_code == 200
+    settings = client.application.extensions["hs.settings"]
+    public = create_app({"TESTING": True, "PUBLIC_READS": True, "SETTINGS": settings})
+    assert public.test_client().get("/api/devices").status_code == 200
+    assert public.test_client().post("/api/devices", json={"extension": "9"}).status_code == 401

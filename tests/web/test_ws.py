@@ -8,8 +8,10 @@ import pytest
 import websocket
 from gevent.pywsgi import WSGIServer
 
-from tests.web.conftest import AUTH
+from tests.web.conftest import API_KEY, AUTH
 from worker import db, events
+
+HEADER = [f"X-API-Key: {API_KEY}"]
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def server(app):
 
 
 def _open(server: str, query: str = "") -> websocket.WebSocket:
-    ws = websocket.create_connection(f"ws://{server}/ws/events{query}", timeout=10)
+    ws = websocket.create_connection(f"ws://{server}/ws/events{query}", timeout=10, header=HEADER)
     hello = json.loads(ws.recv())
     assert hello["type"] == "ws.subscribed"          # from here on nothing published is missed
     return ws
@@ -55,10 +57,16 @@ def test_relays_every_call_without_filter(server, app, redis_conn) -> None:
 
 
 def test_bad_call_id_is_refused(server) -> None:
-    ws = websocket.create_connection(f"ws://{server}/ws/events?call_id=bad%20id", timeout=10)
+    ws = websocket.create_connection(f"ws://{server}/ws/events?call_id=bad%20id", timeout=10, header=HEADER)
     try:
         opcode, data = ws.recv_data(control_frame=True)
         assert opcode == websocket.ABNF.OPCODE_CLOSE
         assert int.from_bytes(data[:2], "big") == 1008 and data[2:] == b"bad call_id"
     finally:
         ws.close()
+
+
+def test_handshake_needs_the_key(server) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        websocket.create_connection(f"ws://{server}/ws/events", timeout=10)
+    assert info.value.status_code == 401
