@@ -51,21 +51,23 @@ class HumanParams:
     join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
     likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
     wait_s: float = 1.3              # silence after a qualifying utterance for the decision
+    max_span_s: float = 4.3          # first to last sound of the talk, at most (a greeting, not a menu)
     min_utterance_s: float = 0.4     # active speech in the utterance, at least
     max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
-    dip_db: float = 15.0             # a frame this far under the utterance's loudest so far is a dip
-    flux_ref: float = 0.12           # spectral flux between music (~0.09) and speech (~0.16)
-    flux_weight: float = 2.5         # speech score = dip share + flux_weight * (mean flux - flux_ref)
+    dip_db: float = 15.0             # a frame this far under the recent loudest is a dip (syllable gap)
+    peak_decay_db_s: float = 10.0    # the recent loudest decays this fast, dB/s (fade-outs are slower)
+    flux_ref: float = 0.11           # spectral flux between music (~0.09) and speech (~0.16)
+    flux_weight: float = 4.0         # speech score = dip share + flux_weight * (mean flux - flux_ref)
     speech_score: float = 0.2        # utterance speech score above this is speech, under it music
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
-    wait_unknown_s: float = 2.0      # on hold with no recorded voice to compare with, wait this long
+    wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
     voice_new_db: float = 3.0        # spectral-shape distance from every recorded voice heard: a new voice
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
-    confirm_s: float = 0.5           # ... once this much of it sounds like speech
+    confirm_s: float = 0.3           # ... once this much of it sounds like speech
     confidence_likely: float = 0.7
     confidence_human: float = 0.9
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
@@ -88,7 +90,7 @@ class _Utterance:
     start: int = 0              # first frame
     last: int = 0               # last sound frame
     sound: int = 0              # sound frames
-    peak_db: float = -100.0     # loudest frame so far
+    peak_db: float = -100.0     # loudest recent frame (decaying: a fade-out is not a dip)
     dips: int = 0               # frames (sound or short gap) well under the loudest so far
     pending_dips: int = 0       # dips in the current gap, counted once sound resumes
     flux: float = 0.0           # sum of spectral flux over sound frames
@@ -130,6 +132,7 @@ class HumanDecider:
         self._join = round(self.p.join_gap_s / FRAME_S)
         self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
         self._confirm = round(self.p.confirm_s / FRAME_S)
+        self._decay = self.p.peak_decay_db_s * FRAME_S
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
         self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S),
                              round(self.p.confirm_gap_s[1] / FRAME_S))
@@ -209,8 +212,7 @@ class HumanDecider:
             utt.sound += 1
             utt.last = i
             utt.flux += flux
-            if energy_db > utt.peak_db:
-                utt.peak_db = energy_db
+            utt.peak_db = max(energy_db, utt.peak_db - self._decay)
             if energy_db < utt.peak_db - p.dip_db:
                 utt.dips += 1
             utt.dips += utt.pending_dips
@@ -229,6 +231,7 @@ class HumanDecider:
             return self._after_beep(i, sound=True)
         self.silence += 1
         if utt is not None:
+            utt.peak_db -= self._decay
             if energy_db < utt.peak_db - p.dip_db:
                 utt.pending_dips += 1
             if len(utt.words) < 750:
@@ -293,7 +296,8 @@ class HumanDecider:
         p = self.p
         if u.tone or u.repeat or u.hint < 0:
             return False
-        if self.talk_sound * FRAME_S > p.max_utterance_s and u.hint <= 0:
+        talk_span = (u.last - self.talk_start + 1) * FRAME_S
+        if (self.talk_sound * FRAME_S > p.max_utterance_s or talk_span > p.max_span_s) and u.hint <= 0:
             return False      # the end of a monologue (IVR menu, greeting), not a greeting and a wait
         secs = u.seconds()
         if u.hint > 0:
