@@ -504,13 +504,8 @@ class Engine:
             ch.last_read = read
             if ch.company is not None and write is not None:
                 ch.company.hear(write)
-            if (
-                ch.phone is not None
-                and peer is not None
-                and peer.company is not None
-                and peer.last_read is not None
-            ):
-                ch.phone.receive(peer.last_read)
+            if peer is not None and peer.phone is not None and ch.company is not None:
+                peer.phone.receive(read)  # the company's audio reaches the bridged desk phone
             for fork in list(ch.forks.values()):
                 fork.push(read, write)
             for frames in ch.recordings.values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ class CompanyCall:
         self._early = self._pcm(scenario.data.get("early_media"), "ivr")
         self._early_pos = 0
         self._gen: Frames | None = None
+        self.listeners: list[Callable[[str], None]] = []   # called with each log line (tests wait on them)
         self._prerender()
 
     # -- audio -------------------------------------------------------------------------
@@ -77,6 +78,8 @@ class CompanyCall:
 
     def _note(self, what: str) -> None:
         self.log.append((round(self.media_seconds, 3), what))
+        for listener in self.listeners:
+            listener(what)
         log.debug("company %s: %s at %.2fs", self.sc.name, what, self.media_seconds)
 
     # -- inputs --------------------------------------------------------------------------

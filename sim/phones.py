@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import gevent
 import gevent.event
 import numpy as np
 
@@ -35,6 +36,7 @@ class Phone:
     bridged_to: str | None = None  # company channel uuid while/after bridged
     bridged_event: gevent.event.Event = field(default_factory=gevent.event.Event)
     answered_event: gevent.event.Event = field(default_factory=gevent.event.Event)
+    audio_event: gevent.event.Event = field(default_factory=gevent.event.Event)   # set on each received frame
     _heard: list[np.ndarray] = field(default_factory=list)
 
     @property
@@ -47,6 +49,16 @@ class Phone:
 
     def receive(self, frame: np.ndarray) -> None:
         self._heard.append(frame.copy())
+        self.audio_event.set()
+
+    def wait_heard(self, seconds: float, timeout: float) -> bool:
+        """Wait until `seconds` of company audio reached the phone (media seconds)."""
+        with gevent.Timeout(timeout, False):
+            while self.heard_seconds() < seconds:
+                self.audio_event.clear()
+                self.audio_event.wait()
+            return True
+        return False
 
     def heard_pcm(self) -> np.ndarray:
         return np.concatenate(self._heard) if self._heard else np.zeros(0, dtype=np.int16)
