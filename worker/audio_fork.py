@@ -50,7 +50,8 @@ IDLE_TIMEOUT_S = 120.0  # seconds without any frame before a fork is considered 
 DRAIN_TIMEOUT_S = 5.0  # seconds to wait for the peer's close after we sent ours
 MAX_REQUEST_BYTES = 16 * 1024  # upgrade request size limit
 MAX_MESSAGE_BYTES = 1 << 20  # one reassembled message (FS sends 320-1280 byte frames)
-STREAM_MAX_FRAMES = 1500  # buffered binary frames per fork (30 s of 20 ms audio); oldest dropped beyond
+STREAM_MAX_FRAMES = 1500  # buffered binary frames per fork (30 s of 20 ms audio) before backpressure
+BACKPRESSURE_S = 2.0  # the reader waits this long for a slow consumer, then drops the oldest frame
 MAX_CONNECTIONS = 2000  # concurrent WebSocket connections per server
 READ_CHUNK = 65536
 
@@ -244,6 +245,8 @@ class ForkStream:
         self.dropped = 0
         self._queue: gevent.queue.Queue[bytes | None] = gevent.queue.Queue()
         self._max = max_frames
+        self._space = gevent.event.Event()  # set by get() when the queue has room again
+        self._stalled = False  # the consumer let a backpressure wait time out
         self._conn: _Conn | None = None
         self._attached = False
 
@@ -257,6 +260,9 @@ class ForkStream:
             raise TimeoutError(f"fork {self.call_id}: no audio within {timeout}s") from None
         if item is None:
             self._queue.put_nowait(None)  # later calls see the end too
+        elif self._queue.qsize() < self._max:
+            self._stalled = False
+            self._space.set()
         return item
 
     def wait_connected(self, timeout: float | None = None) -> bool:
@@ -281,6 +287,11 @@ class ForkStream:
             return
         self.frames_received += 1
         self.bytes_received += len(data)
+        if self._queue.qsize() >= self._max and not self._stalled:
+            # Backpressure first: the reader stops reading, TCP pushes back on the sender.
+            self._space.clear()
+            if not self._space.wait(BACKPRESSURE_S):
+                self._stalled = True  # a stuck consumer: drop from now on, without waiting each time
         if self._queue.qsize() >= self._max:
             try:
                 self._queue.get_nowait()
@@ -339,7 +350,9 @@ class ForkServer:
         public_host: str | None = None,
         path: str = AUDIO_FORK_PATH,
         max_connections: int = MAX_CONNECTIONS,
+        max_frames: int = STREAM_MAX_FRAMES,
     ) -> None:
+        self.max_frames = max_frames
         host, sep, port = bind.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"audio fork bind must be host:port, got {bind!r}")
@@ -376,7 +389,7 @@ class ForkServer:
         _check_call_id(call_id)
         stream = self._streams.get(call_id)
         if stream is None or stream.ended.is_set():
-            stream = ForkStream(call_id)
+            stream = ForkStream(call_id, self.max_frames)
             self._streams[call_id] = stream
         return stream
 
@@ -510,6 +523,7 @@ class ForkServer:
             if not data:
                 return None
             parser.feed(data)
+            gevent.sleep(0)  # a fast sender must not starve the consumers (recv with data never yields)
 
     @staticmethod
     def _deliver(stream: ForkStream, opcode: int | None, payload: bytes) -> None:

@@ -267,6 +267,7 @@ class _Connection(InboundESL):
                 self._parser.feed(data)
                 for frame in self._parser.frames():
                     self.handle_event(frame)
+                gevent.sleep(0)  # let the woken callers run: recv() with data waiting never yields
         except EslProtocolError as exc:
             reason = f"protocol error: {exc}"
             log.error("ESL %s: %s; dropping the connection", self.label, exc)

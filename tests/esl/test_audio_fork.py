@@ -262,3 +262,30 @@ def test_url_for_and_bad_call_ids(server) -> None:
             server.url_for(bad)
     with pytest.raises(ValueError):
         af.ForkServer("nonsense")
+
+
+@pytest.mark.parametrize("consumer_late", [False, True], ids=["backpressure", "drop-oldest"])
+def test_slow_consumer(monkeypatch, consumer_late) -> None:
+    """A slow consumer first holds the reader back (TCP backpressure); only a stuck one loses frames."""
+    monkeypatch.setattr(af, "BACKPRESSURE_S", 0.2 if consumer_late else 5.0)
+    server = af.ForkServer("127.0.0.1:0", max_frames=10).start()
+    try:
+        stream = server.expect("slow")
+        request, _ = captured_request("af_mono8k_sendback.frames.log", "/fork/slow")
+        client = RawClient(server.port, request)
+        frames = [bytes([i]) * 320 for i in range(100)]
+        for frame in frames:
+            client.send(af.OP_BINARY, frame)
+        client.send(af.OP_CLOSE, struct.pack("!H", 1000))
+        if consumer_late:
+            assert stream.ended.wait(10)  # the reader gave up waiting and dropped the oldest
+        got = []
+        while (chunk := stream.get(timeout=10)) is not None:
+            got.append(chunk)
+        client.close()
+    finally:
+        server.stop()
+    if consumer_late:
+        assert stream.dropped == 90 and got == frames[90:]
+    else:
+        assert stream.dropped == 0 and got == frames
