@@ -97,6 +97,7 @@ class ChannelView(Protocol):
     name: str
     dest: str
     family: str
+    state: str
     callstate: str
     prev_callstate: str
     hangup_cause: str
@@ -323,6 +324,9 @@ class EventFactory:
             return chan.prev_callstate
         if name == "Hangup-Cause":
             return chan.hangup_cause or value
+        if name == "Answer-State" and value != "hangup" and event_name != "CHANNEL_ANSWER":
+            if chan.state == "early" and "answered_us" not in chan.times:
+                return "early"  # parked on early media (originate without ignore_early_media)
         if name in ("Caller-Caller-ID-Number", "Caller-ANI", "Caller-Orig-Caller-ID-Number"):
             return chan.caller_id_number or value
         if name in ("Caller-Caller-ID-Name", "Caller-Orig-Caller-ID-Name") and chan.caller_id_name:
