@@ -375,6 +375,7 @@ class EslClient:
         self._conn: _Connection | None = None
         self._up = gevent.event.Event()
         self._lost = gevent.event.Event()
+        self._stopping = gevent.event.Event()  # set by close(): wakes the supervisor from its backoff
         self._closing = False
         self._supervisor: gevent.Greenlet | None = None
         self._streams: dict[str, EventStream] = {}
@@ -413,6 +414,7 @@ class EslClient:
         if self._supervisor is not None:
             raise RuntimeError(f"ESL {self.label}: already started")
         self._closing = False
+        self._stopping.clear()
         self._open()
         self._supervisor = self._group.spawn(self._supervise, True)
 
@@ -421,11 +423,13 @@ class EslClient:
         if self._supervisor is not None:
             raise RuntimeError(f"ESL {self.label}: already started")
         self._closing = False
+        self._stopping.clear()
         self._supervisor = self._group.spawn(self._supervise, False)
 
     def close(self) -> None:
         """Stop reconnecting, say `exit`, fail whatever still waits, join every greenlet."""
         self._closing = True
+        self._stopping.set()
         self._lost.set()
         conn = self._conn
         if conn is not None:
@@ -493,7 +497,8 @@ class EslClient:
             except EslError as exc:
                 delay = next(delays)
                 log.warning("ESL %s: connect failed (%s); retrying in %.2fs", self.label, exc, delay)
-                gevent.sleep(delay)
+                if self._stopping.wait(delay):
+                    return
                 continue
             connected = True
             if self.connects > 1:

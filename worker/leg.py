@@ -337,11 +337,14 @@ class Leg:
     def wait_for(self, names: Iterable[str], timeout: float | None = None) -> EslEvent:
         """The first of `names` (see the module docstring for what counts and what raises)."""
         wanted = frozenset(names)
-        for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", *sorted(wanted & STICKY)):
+        for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             if name in wanted and name in self._seen:
                 return self._seen[name]
-        if self.gone:
+        if self.gone:  # an answer that came before the hangup does not count any more
             raise LegGone(f"leg {self.uuid} already hung up ({self.hangup_cause})", self.hangup_cause)
+        for name in sorted(wanted & STICKY):
+            if name in self._seen:
+                return self._seen[name]
         return self._await(self._add_waiter(wanted), timeout)
 
     def wait_media(self, timeout: float | None = None) -> EslEvent:

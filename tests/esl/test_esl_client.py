@@ -496,6 +496,51 @@ def test_leg_hangup_first_and_dtmf_stream(fs, client) -> None:
         leg.wait_for({"CHANNEL_PARK"}, 1)
 
 
+def test_leg_answer_then_hangup_is_gone(fs, client) -> None:
+    leg = Leg.attach(client, "u-7")
+    fs.push(
+        plain_event([("Event-Name", "CHANNEL_ANSWER"), ("Unique-ID", "u-7")])
+        + plain_event(
+            [("Event-Name", "CHANNEL_HANGUP"), ("Unique-ID", "u-7"), ("Hangup-Cause", "NORMAL_CLEARING")]
+        )
+        + plain_event([("Event-Name", "CHANNEL_HANGUP_COMPLETE"), ("Unique-ID", "u-7")])
+    )
+    assert leg.events.get(timeout=5).name == "CHANNEL_ANSWER"
+    assert leg.events.get(timeout=5).name == "CHANNEL_HANGUP"
+    assert leg.answered and leg.gone
+    with pytest.raises(LegGone) as exc:
+        leg.wait_for({"CHANNEL_ANSWER"}, 1)  # answered once, but no longer there
+    assert exc.value.cause == "NORMAL_CLEARING"
+    assert leg.events.get(timeout=5).name == "CHANNEL_HANGUP_COMPLETE"
+    assert leg.events.get(timeout=5) is None  # the pump ended and released the stream
+    assert client.load == 0
+
+
+def test_close_during_backoff_is_prompt() -> None:
+    probe = StreamServer(("127.0.0.1", 0), lambda s, a: s.close())
+    probe.start()
+    port = probe.server_port
+    probe.stop()
+    failed = gevent.event.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "connect failed" in record.getMessage():
+                failed.set()
+
+    spy = Spy()
+    logging.getLogger("worker.esl").addHandler(spy)
+    try:
+        client = EslClient("127.0.0.1", port, "ClueCon", timeout=1.0, backoff=Backoff(initial=30, maximum=30))
+        client.start()
+        assert failed.wait(5)  # the first attempt failed: a 30 s backoff has begun
+        t0 = time.monotonic()
+        client.close()
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        logging.getLogger("worker.esl").removeHandler(spy)
+
+
 def test_leg_fork_connect_failed(fs, client) -> None:
     leg = Leg.attach(client, "u-4")
 
