@@ -289,7 +289,10 @@ class _Connection(InboundESL):
             except EslProtocolError as exc:
                 log.warning("ESL %s: undecodable event dropped: %s", self.label, exc)
                 return
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # noqa: BLE001 - one bad event must not kill the connection
+                log.exception("ESL %s: routing %r failed", self.label, event)
         elif ctype == AUTH_REQUEST:
             self._auth_request_event.set()
         elif ctype == DISCONNECT_NOTICE:

@@ -30,7 +30,7 @@ import gevent
 import gevent.event
 import gevent.queue
 
-from worker.config import VAR_CALL_ID, VAR_ROLE
+from worker.config import VAR_CALL_ID, VAR_ROLE, VAR_WORKER
 from worker.errors import (
     CommandFailed,
     EslDisconnected,
@@ -133,8 +133,13 @@ class Leg:
         uuid: str | None = None,
         call_id: str = "",
         role: str = "",
+        worker_id: str = "",
     ) -> Leg:
-        """Start `bgapi originate` and return at once; `wait_originated()` gives its result."""
+        """Start `bgapi originate` and return at once; `wait_originated()` gives its result.
+
+        The leg carries origination_uuid first, then hs_call_id / hs_role / hs_worker (from the
+        keyword arguments unless already in `variables`), so the reaper can tell whose it is.
+        """
         given = dict(variables or {})
         leg_uuid = uuid or str(given.pop("origination_uuid", None) or uuidlib.uuid4())
         given.pop("origination_uuid", None)
@@ -143,6 +148,8 @@ class Leg:
             variables.setdefault(VAR_CALL_ID, call_id)
         if role:
             variables.setdefault(VAR_ROLE, role)
+        if worker_id:
+            variables.setdefault(VAR_WORKER, worker_id)
         cmd = originate_cmd(dial_string, variables, app)  # bad input raises here, before any I/O
         leg = cls(client, leg_uuid, call_id=call_id or str(variables.get(VAR_CALL_ID, "")), role=role)
         log.info("call %s: originating %s leg %s to %s", leg.call_id, role or "a", leg_uuid, dial_string)
@@ -161,9 +168,20 @@ class Leg:
         uuid: str | None = None,
         call_id: str = "",
         role: str = "",
+        worker_id: str = "",
     ) -> Leg:
         """bgapi originate and wait for its result: +OK -> the Leg; -ERR CAUSE -> OriginateFailed(cause)."""
-        leg = cls.begin(client, dial_string, variables, app, timeout, uuid=uuid, call_id=call_id, role=role)
+        leg = cls.begin(
+            client,
+            dial_string,
+            variables,
+            app,
+            timeout,
+            uuid=uuid,
+            call_id=call_id,
+            role=role,
+            worker_id=worker_id,
+        )
         try:
             leg.wait_originated()
         except OriginateFailed:

@@ -437,14 +437,17 @@ def test_parse_address_refuses(bad) -> None:
 # --- Leg against the scripted switch -------------------------------------------------
 def test_leg_originate_not_registered(fs, client) -> None:
     fs.bgapi_replies["originate"] = "-ERR USER_NOT_REGISTERED\n"
-    leg = Leg.begin(client, "user/1000@127.0.0.1", {"hs_role": "desk"}, call_id="c1", role="desk")
+    leg = Leg.begin(
+        client, "user/1000@127.0.0.1", {"hs_role": "desk"}, call_id="c1", role="desk", worker_id="w1"
+    )
     with pytest.raises(LegGone) as exc:
         leg.wait_for({"CHANNEL_ANSWER"}, 5)
     assert exc.value.cause == "USER_NOT_REGISTERED"
     with pytest.raises(OriginateFailed):
         leg.wait_originated(1)
     cmd = _next_command(fs, "bgapi originate")
-    assert f"origination_uuid={leg.uuid}," in cmd and "hs_call_id=c1" in cmd and "hs_role=desk" in cmd
+    assert cmd.startswith(f"bgapi originate {{origination_uuid={leg.uuid},")
+    assert "hs_call_id=c1" in cmd and "hs_role=desk" in cmd and "hs_worker=w1" in cmd
 
 
 def test_leg_commands_and_replies(fs, client) -> None:
