@@ -31,18 +31,18 @@ log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "llm_choice.json"
 ACTIONS = ("dtmf", "say", "wait", "hold", "give_up")
-ALWAYS_ALLOWED_DIGITS = frozenset({"0", "#", "*"})   # operator / confirm / back: valid on nearly every menu
+ALWAYS_ALLOWED_DIGITS = frozenset({"0", "#", "*"})  # operator / confirm / back: valid on nearly every menu
 SPOKEN_ESCAPES = ("representative", "agent", "operator")
 
 # Tunables of the LLM client.
-LLM_TIMEOUT_S = 8.0          # one request, seconds
-LLM_RETRIES = 2              # extra attempts after a transport failure (timeout, 5xx, 429, refused)
-LLM_BACKOFF_S = 0.5          # first backoff, doubled per retry, seconds
+LLM_TIMEOUT_S = 8.0  # one request, seconds
+LLM_RETRIES = 2  # extra attempts after a transport failure (timeout, 5xx, 429, refused)
+LLM_BACKOFF_S = 0.5  # first backoff, doubled per retry, seconds
 LLM_MAX_TOKENS = 200
 
 # Tunables of the fallback.
-MATCH_THRESHOLD = 0.34       # below this score an option does not match the intent
-FUZZY_RATIO = 0.84           # difflib ratio for two words to count as the same (STT spelling noise)
+MATCH_THRESHOLD = 0.34  # below this score an option does not match the intent
+FUZZY_RATIO = 0.84  # difflib ratio for two words to count as the same (STT spelling noise)
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,15 @@ class Choice:
     text: str = ""
     confidence: float = 0.0
     reason: str = ""
-    source: str = "fallback"          # "llm" or "fallback"
+    source: str = "fallback"  # "llm" or "fallback"
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"action": self.action, "confidence": self.confidence, "reason": self.reason,
-                             "source": self.source}
+        d: dict[str, Any] = {
+            "action": self.action,
+            "confidence": self.confidence,
+            "reason": self.reason,
+            "source": self.source,
+        }
         if self.digits:
             d["digits"] = self.digits
         if self.text:
@@ -67,8 +71,9 @@ class Choice:
 
 
 class Chooser(Protocol):
-    def choose(self, intent: str, transcript: str, options: Sequence[MenuOption],
-               history: Sequence[str] = ()) -> Choice: ...
+    def choose(
+        self, intent: str, transcript: str, options: Sequence[MenuOption], history: Sequence[str] = ()
+    ) -> Choice: ...
 
 
 def validate_choice(choice: Choice, options: Sequence[MenuOption], intent: str = "") -> str:
@@ -100,20 +105,110 @@ STOP_WORDS = frozenset(
 
 # Concept groups: a word in an intent and a word in a label that share a group match.
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "billing": ("bill", "billing", "bills", "payment", "payments", "pay", "charge", "charges", "charged",
-                "statement", "invoice", "balance", "refund", "dispute", "disputes", "fee", "fees", "account",
-                "accounts", "overcharged"),
-    "fraud": ("fraud", "stolen", "lost", "unauthorized", "suspicious", "dispute", "disputes", "scam",
-              "identity", "theft", "charge", "charges"),
-    "person": ("representative", "rep", "agent", "operator", "person", "human", "someone", "associate",
-               "specialist", "live", "real", "talk", "speak", "customer", "service", "attendant"),
-    "support": ("technical", "tech", "support", "internet", "outage", "working", "broken", "repair",
-                "troubleshoot", "troubleshooting", "connection", "wifi", "problem", "problems", "issue",
-                "issues", "trouble", "help", "down", "error"),
-    "sales": ("sales", "buy", "purchase", "new", "upgrade", "plan", "plans", "sign", "offer", "offers",
-              "pricing", "price", "quote"),
-    "orders": ("order", "orders", "delivery", "shipping", "shipment", "package", "track", "tracking",
-               "return", "returns", "exchange"),
+    "billing": (
+        "bill",
+        "billing",
+        "bills",
+        "payment",
+        "payments",
+        "pay",
+        "charge",
+        "charges",
+        "charged",
+        "statement",
+        "invoice",
+        "balance",
+        "refund",
+        "dispute",
+        "disputes",
+        "fee",
+        "fees",
+        "account",
+        "accounts",
+        "overcharged",
+    ),
+    "fraud": (
+        "fraud",
+        "stolen",
+        "lost",
+        "unauthorized",
+        "suspicious",
+        "dispute",
+        "disputes",
+        "scam",
+        "identity",
+        "theft",
+        "charge",
+        "charges",
+    ),
+    "person": (
+        "representative",
+        "rep",
+        "agent",
+        "operator",
+        "person",
+        "human",
+        "someone",
+        "associate",
+        "specialist",
+        "live",
+        "real",
+        "talk",
+        "speak",
+        "customer",
+        "service",
+        "attendant",
+    ),
+    "support": (
+        "technical",
+        "tech",
+        "support",
+        "internet",
+        "outage",
+        "working",
+        "broken",
+        "repair",
+        "troubleshoot",
+        "troubleshooting",
+        "connection",
+        "wifi",
+        "problem",
+        "problems",
+        "issue",
+        "issues",
+        "trouble",
+        "help",
+        "down",
+        "error",
+    ),
+    "sales": (
+        "sales",
+        "buy",
+        "purchase",
+        "new",
+        "upgrade",
+        "plan",
+        "plans",
+        "sign",
+        "offer",
+        "offers",
+        "pricing",
+        "price",
+        "quote",
+    ),
+    "orders": (
+        "order",
+        "orders",
+        "delivery",
+        "shipping",
+        "shipment",
+        "package",
+        "track",
+        "tracking",
+        "return",
+        "returns",
+        "exchange",
+    ),
     "cancel": ("cancel", "cancellation", "disconnect", "close", "terminate", "stop", "end"),
     "claims": ("claim", "claims", "accident", "damage", "insurance"),
     "pharmacy": ("pharmacy", "prescription", "prescriptions", "refill", "medication", "pharmacist"),
@@ -127,8 +222,17 @@ for _concept, _words in SYNONYMS.items():
     for _w in _words:
         _CONCEPTS.setdefault(_w, set()).add(_concept)
 
-PERSON_WORDS = frozenset({"representative", "agent", "operator", "person", "associate", "specialist", "attendant"})
-OTHER_PHRASES = ("all other", "other questions", "something else", "any other", "everything else", "more options")
+PERSON_WORDS = frozenset(
+    {"representative", "agent", "operator", "person", "associate", "specialist", "attendant"}
+)
+OTHER_PHRASES = (
+    "all other",
+    "other questions",
+    "something else",
+    "any other",
+    "everything else",
+    "more options",
+)
 
 
 def _content(text: str) -> list[str]:
@@ -187,19 +291,24 @@ class KeywordChooser:
 
     threshold: float = MATCH_THRESHOLD
 
-    def choose(self, intent: str, transcript: str, options: Sequence[MenuOption],
-               history: Sequence[str] = ()) -> Choice:
+    def choose(
+        self, intent: str, transcript: str, options: Sequence[MenuOption], history: Sequence[str] = ()
+    ) -> Choice:
         candidates = [o for o in options if not o.is_callback]
         if not candidates:
             return Choice("wait", confidence=0.5, reason="no menu options heard")
-        scored = sorted(((match_score(intent, o.label), i, o) for i, o in enumerate(candidates)),
-                        key=lambda s: (-s[0], s[1]))
+        scored = sorted(
+            ((match_score(intent, o.label), i, o) for i, o in enumerate(candidates)),
+            key=lambda s: (-s[0], s[1]),
+        )
         best_score, _, best = scored[0]
         if best_score >= self.threshold:
             return _press(best, best_score, f"intent matches {best.label!r}")
         person = next((o for o in candidates if is_person_option(o)), None)
         if person is not None:
-            return _press(person, 0.4, f"no option matches the intent; asking for a person ({person.label!r})")
+            return _press(
+                person, 0.4, f"no option matches the intent; asking for a person ({person.label!r})"
+            )
         other = next((o for o in candidates if _is_other_option(o)), None)
         if other is not None:
             return _press(other, 0.3, f"no option matches the intent; taking {other.label!r}")
@@ -227,12 +336,15 @@ def _schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
-def build_messages(intent: str, transcript: str, options: Sequence[MenuOption],
-                   history: Sequence[str]) -> list[dict[str, str]]:
+def build_messages(
+    intent: str, transcript: str, options: Sequence[MenuOption], history: Sequence[str]
+) -> list[dict[str, str]]:
     """The chat messages for one decision (pure)."""
     lines = [f"Caller intent: {intent}", f"Prompt transcript: {transcript}", "Parsed options:"]
-    lines += [f"- key {o.digits or '(none)'}: {o.label or '(no label)'}" + (f" (or say {o.say!r})" if o.say else "")
-              for o in options] or ["- (none parsed)"]
+    lines += [
+        f"- key {o.digits or '(none)'}: {o.label or '(no label)'}" + (f" (or say {o.say!r})" if o.say else "")
+        for o in options
+    ] or ["- (none parsed)"]
     if history:
         lines.append("Earlier in this call: " + "; ".join(history[-6:]))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
@@ -246,7 +358,7 @@ def parse_answer(content: str | None, validator: jsonschema.Draft202012Validator
     if not content:
         raise ValueError("empty answer")
     text = content.strip()
-    if text.startswith("```"):     # some local models wrap JSON in a fence despite json mode
+    if text.startswith("```"):  # some local models wrap JSON in a fence despite json mode
         m = _JSON_OBJECT.search(text)
         text = m.group(0) if m else text
     try:
@@ -256,8 +368,14 @@ def parse_answer(content: str | None, validator: jsonschema.Draft202012Validator
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     if errors:
         raise ValueError(f"answer does not fit llm_choice.json: {errors[0].message}")
-    return Choice(action=data["action"], digits=data.get("digits", ""), text=data.get("text", ""),
-                  confidence=float(data["confidence"]), reason=data["reason"], source="llm")
+    return Choice(
+        action=data["action"],
+        digits=data.get("digits", ""),
+        text=data.get("text", ""),
+        confidence=float(data["confidence"]),
+        reason=data["reason"],
+        source="llm",
+    )
 
 
 @dataclass
@@ -271,9 +389,9 @@ class LlmChooser:
     retries: int = LLM_RETRIES
     backoff_s: float = LLM_BACKOFF_S
     fallback: Chooser = field(default_factory=KeywordChooser)
-    sleep: Callable[[float], None] = time.sleep     # cooperative under gevent's monkey patching
+    sleep: Callable[[float], None] = time.sleep  # cooperative under gevent's monkey patching
     call_id: str = ""
-    _format_level: int = 0                           # 0 json_schema, 1 json_object, 2 none (server refused)
+    _format_level: int = 0  # 0 json_schema, 1 json_object, 2 none (server refused)
 
     def __post_init__(self) -> None:
         import openai
@@ -281,8 +399,12 @@ class LlmChooser:
         if not self.base_url or not self.model:
             raise ValueError("LlmChooser needs base_url and model (LLM_BASE_URL, LLM_MODEL)")
         self._openai = openai
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "not-needed",
-                                     timeout=self.timeout_s, max_retries=0)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=self.api_key or "not-needed",
+            timeout=self.timeout_s,
+            max_retries=0,
+        )
         self._validator = jsonschema.Draft202012Validator(_schema())
 
     def _response_format(self) -> dict[str, Any] | None:
@@ -297,8 +419,12 @@ class LlmChooser:
         oa = self._openai
         attempt = 0
         while True:
-            kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0,
-                                      "max_tokens": LLM_MAX_TOKENS}
+            kwargs: dict[str, Any] = {
+                "model": self.model,
+                "messages": messages,
+                "temperature": 0,
+                "max_tokens": LLM_MAX_TOKENS,
+            }
             fmt = self._response_format()
             if fmt is not None:
                 kwargs["response_format"] = fmt
@@ -309,20 +435,35 @@ class LlmChooser:
                 if self._format_level >= 2:
                     raise
                 self._format_level += 1
-                log.info("call %s: LLM refused the response_format; trying level %d", self.call_id,
-                         self._format_level)
+                log.info(
+                    "call %s: LLM refused the response_format; trying level %d",
+                    self.call_id,
+                    self._format_level,
+                )
                 continue
-            except (oa.APITimeoutError, oa.APIConnectionError, oa.InternalServerError, oa.RateLimitError) as exc:
+            except (
+                oa.APITimeoutError,
+                oa.APIConnectionError,
+                oa.InternalServerError,
+                oa.RateLimitError,
+            ) as exc:
                 if attempt >= self.retries:
                     raise
-                delay = self.backoff_s * (2 ** attempt)
+                delay = self.backoff_s * (2**attempt)
                 attempt += 1
-                log.warning("call %s: LLM %s; retry %d/%d in %.2fs", self.call_id, type(exc).__name__,
-                            attempt, self.retries, delay)
+                log.warning(
+                    "call %s: LLM %s; retry %d/%d in %.2fs",
+                    self.call_id,
+                    type(exc).__name__,
+                    attempt,
+                    self.retries,
+                    delay,
+                )
                 self.sleep(delay)
 
-    def choose(self, intent: str, transcript: str, options: Sequence[MenuOption],
-               history: Sequence[str] = ()) -> Choice:
+    def choose(
+        self, intent: str, transcript: str, options: Sequence[MenuOption], history: Sequence[str] = ()
+    ) -> Choice:
         try:
             content = self._ask(build_messages(intent, transcript, options, history))
             choice = parse_answer(content, self._validator)

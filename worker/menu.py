@@ -19,54 +19,132 @@ import re
 from dataclasses import dataclass
 
 # Words that introduce a key: "press 2", "dial 0", "push star".
-KEY_VERBS = frozenset({"press", "pressed", "presses", "pres", "dial", "dialed", "push", "hit", "select", "enter"})
+KEY_VERBS = frozenset(
+    {"press", "pressed", "presses", "pres", "dial", "dialed", "push", "hit", "select", "enter"}
+)
 # Words that introduce a spoken answer: "say billing".
 SAY_VERBS = frozenset({"say", "says"})
 # Words that start a label: "for billing", "to speak to an agent", "if you are a new customer".
 CONNECTORS = frozenset({"for", "to", "if"})
 # Leading/trailing words stripped from labels.
-FILLERS = frozenset({"please", "or", "and", "now", "just", "simply", "then", "otherwise", "also", "you", "can"})
+FILLERS = frozenset(
+    {"please", "or", "and", "now", "just", "simply", "then", "otherwise", "also", "you", "can"}
+)
 # Verbs after "to" that start a new label inside a span ("... | to pay your bill").
-TO_VERBS = frozenset({
-    "speak", "talk", "hear", "pay", "check", "make", "report", "cancel", "order", "repeat", "return", "reach",
-    "record", "change", "reset", "activate", "schedule", "update", "open", "close", "file", "leave", "request",
-})
-MAX_LABEL_WORDS = 10        # a label is the last (before) / first (after) this many words of its span
-MAX_SAY_WORDS = 3           # "say customer service" at most this many words
+TO_VERBS = frozenset(
+    {
+        "speak",
+        "talk",
+        "hear",
+        "pay",
+        "check",
+        "make",
+        "report",
+        "cancel",
+        "order",
+        "repeat",
+        "return",
+        "reach",
+        "record",
+        "change",
+        "reset",
+        "activate",
+        "schedule",
+        "update",
+        "open",
+        "close",
+        "file",
+        "leave",
+        "request",
+    }
+)
+MAX_LABEL_WORDS = 10  # a label is the last (before) / first (after) this many words of its span
+MAX_SAY_WORDS = 3  # "say customer service" at most this many words
 
 # Spoken key names, including the usual recognition errors.  Ambiguous words
 # ("to", "for", "oh", "ate") count only right after a key verb.
 KEY_WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "owe": "0",
-    "one": "1", "won": "1",
-    "two": "2", "to": "2", "too": "2",
-    "three": "3", "tree": "3",
-    "four": "4", "for": "4", "fore": "4",
+    "zero": "0",
+    "oh": "0",
+    "o": "0",
+    "owe": "0",
+    "one": "1",
+    "won": "1",
+    "two": "2",
+    "to": "2",
+    "too": "2",
+    "three": "3",
+    "tree": "3",
+    "four": "4",
+    "for": "4",
+    "fore": "4",
     "five": "5",
-    "six": "6", "sex": "6",
+    "six": "6",
+    "sex": "6",
     "seven": "7",
-    "eight": "8", "ate": "8",
+    "eight": "8",
+    "ate": "8",
     "nine": "9",
-    "star": "*", "asterisk": "*", "*": "*",
-    "pound": "#", "hash": "#", "hashtag": "#", "#": "#", "pounds": "#",
+    "star": "*",
+    "asterisk": "*",
+    "*": "*",
+    "pound": "#",
+    "hash": "#",
+    "hashtag": "#",
+    "#": "#",
+    "pounds": "#",
 }
-_KEY_FILLERS = frozenset({"the", "a", "key", "button", "number"})   # "press the star key"
+_KEY_FILLERS = frozenset({"the", "a", "key", "button", "number"})  # "press the star key"
 
 HOLD_PHRASES = (
-    "please hold", "please continue to hold", "your call is important", "your call is very important",
-    "all of our representatives are", "all of our agents are", "all our agents are", "all representatives are",
-    "remain on the line", "stay on the line", "estimated wait time", "calls will be answered in the order",
-    "call will be answered in the order", "next available", "currently assisting other", "thank you for holding",
-    "thank you for your patience", "thank you for waiting", "hold while", "hold for the next",
+    "please hold",
+    "please continue to hold",
+    "your call is important",
+    "your call is very important",
+    "all of our representatives are",
+    "all of our agents are",
+    "all our agents are",
+    "all representatives are",
+    "remain on the line",
+    "stay on the line",
+    "estimated wait time",
+    "calls will be answered in the order",
+    "call will be answered in the order",
+    "next available",
+    "currently assisting other",
+    "thank you for holding",
+    "thank you for your patience",
+    "thank you for waiting",
+    "hold while",
+    "hold for the next",
 )
-CALLBACK_WORDS = ("call back", "callback", "call you back", "return your call", "keep your place", "hold your place")
+CALLBACK_WORDS = (
+    "call back",
+    "callback",
+    "call you back",
+    "return your call",
+    "keep your place",
+    "hold your place",
+)
 ACCOUNT_PHRASES = (
-    "account number", "enter your account", "say or enter your account", "member number", "customer number",
+    "account number",
+    "enter your account",
+    "say or enter your account",
+    "member number",
+    "customer number",
     "policy number",
 )
 OPEN_QUESTION_PHRASES = (
-    "in a few words", "briefly tell me", "briefly describe", "tell me why you're calling", "tell me why you are calling",
-    "how can i help", "how may i help", "what can i help you with", "reason for your call", "what are you calling about",
+    "in a few words",
+    "briefly tell me",
+    "briefly describe",
+    "tell me why you're calling",
+    "tell me why you are calling",
+    "how can i help",
+    "how may i help",
+    "what can i help you with",
+    "reason for your call",
+    "what are you calling about",
 )
 
 _TOKEN = re.compile(r"[a-z0-9']+|[#*]")
@@ -79,7 +157,7 @@ class MenuOption:
 
     digits: str
     label: str
-    say: str = ""            # the phrase to speak when the menu accepts speech ("billing")
+    say: str = ""  # the phrase to speak when the menu accepts speech ("billing")
 
     @property
     def is_callback(self) -> bool:
@@ -99,8 +177,8 @@ def tokens(text: str) -> list[str]:
 
 @dataclass
 class _Trigger:
-    start: int          # index of the verb
-    end: int            # index after the key / phrase
+    start: int  # index of the verb
+    end: int  # index after the key / phrase
     digits: str
     say: str
 
@@ -140,7 +218,12 @@ def _triggers(words: list[str]) -> list[_Trigger]:
             j = i + 1
             phrase: list[str] = []
             while j < len(words) and len(phrase) < MAX_SAY_WORDS:
-                if words[j] in KEY_VERBS or words[j] in SAY_VERBS or words[j] in CONNECTORS or words[j] == "or":
+                if (
+                    words[j] in KEY_VERBS
+                    or words[j] in SAY_VERBS
+                    or words[j] in CONNECTORS
+                    or words[j] == "or"
+                ):
                     break
                 phrase.append(words[j])
                 j += 1
@@ -162,7 +245,7 @@ def _strip(words: list[str]) -> list[str]:
 
 
 def _label_before(span: list[str]) -> str:
-    """'thank you for calling acme for billing' -> 'billing'; 'to speak to an agent' -> 'speak to an agent'."""
+    """'thank you for calling acme for billing' -> 'billing'; 'to speak to a rep' -> 'speak to a rep'."""
     span = _strip(span)
     if not span:
         return ""
@@ -173,7 +256,7 @@ def _label_before(span: list[str]) -> str:
             break
     if cut < 0 and "to" in span:
         cut = span.index("to")
-    part = span[cut + 1:] if cut >= 0 else span
+    part = span[cut + 1 :] if cut >= 0 else span
     return " ".join(_strip(part)[-MAX_LABEL_WORDS:])
 
 
@@ -201,8 +284,10 @@ def _split_point(span: list[str]) -> int:
     s = span
     for p in range(len(s) - 1, 0, -1):
         w = s[p]
-        if w in {"for", "if"} or (w == "to" and p + 1 < len(s) and s[p + 1] in TO_VERBS and s[p - 1] not in TO_VERBS):
-            if _strip(s[:p]) and _strip(s[p + 1:]):
+        if w in {"for", "if"} or (
+            w == "to" and p + 1 < len(s) and s[p + 1] in TO_VERBS and s[p - 1] not in TO_VERBS
+        ):
+            if _strip(s[:p]) and _strip(s[p + 1 :]):
                 return p
     return -1
 
@@ -212,8 +297,8 @@ def _parse_sentence(words: list[str]) -> list[MenuOption]:
     if not trig:
         return []
     n = len(trig)
-    spans = [words[trig[k].end:(trig[k + 1].start if k + 1 < n else len(words))] for k in range(n)]
-    lead = words[:trig[0].start]
+    spans = [words[trig[k].end : (trig[k + 1].start if k + 1 < n else len(words))] for k in range(n)]
+    lead = words[: trig[0].start]
     labels = [""] * n
     if _has_label(lead) or (trig[0].say and _strip(lead)):
         labels[0] = _label_before(lead)
@@ -226,22 +311,22 @@ def _parse_sentence(words: list[str]) -> list[MenuOption]:
                 labels[k] = _label_after(span)
             continue
         if labels[k]:
-            labels[k + 1] = _label_before(span)    # "for billing press 2 | for support press 3"
+            labels[k + 1] = _label_before(span)  # "for billing press 2 | for support press 3"
             continue
         p = _split_point(span)
         if p > 0 and not _starts_label(spans[k + 1]):
             labels[k], labels[k + 1] = _label_after(span[:p]), _label_before(span[p:])
         else:
-            labels[k] = _label_after(span)          # "press 1 | for billing press 2 ..."
+            labels[k] = _label_after(span)  # "press 1 | for billing press 2 ..."
     out: list[MenuOption] = []
     for k, t in enumerate(trig):
         label = labels[k] or t.say
-        before = words[(trig[k - 1].end if k else 0):t.start]
+        before = words[(trig[k - 1].end if k else 0) : t.start]
         if t.say and not t.digits and out and _strip(before) == [] and (out[-1].digits and not out[-1].say):
-            out[-1] = MenuOption(out[-1].digits, out[-1].label or label, t.say)   # "press 2 or say billing"
+            out[-1] = MenuOption(out[-1].digits, out[-1].label or label, t.say)  # "press 2 or say billing"
             continue
         if t.digits and out and not out[-1].digits and not _strip(before):
-            out[-1] = MenuOption(t.digits, out[-1].label or label, out[-1].say)   # "say billing or press 2"
+            out[-1] = MenuOption(t.digits, out[-1].label or label, out[-1].say)  # "say billing or press 2"
             continue
         out.append(MenuOption(t.digits, label, t.say))
     return out
@@ -251,13 +336,19 @@ def parse_menu(transcript: str) -> list[MenuOption]:
     """The options a menu prompt offers, in the order heard; the first label wins for a repeated key."""
     options: list[MenuOption] = []
     seen: set[str] = set()
-    for sentence in _SENTENCE.split(transcript.lower() if isinstance(transcript, str) else normalize(transcript)):
+    for sentence in _SENTENCE.split(
+        transcript.lower() if isinstance(transcript, str) else normalize(transcript)
+    ):
         for opt in _parse_sentence(tokens(sentence)):
             key = opt.digits or f"say:{opt.say}"
             if key in seen:
-                if opt.say:   # "press 2 ... or say billing" in two sentences
-                    options = [MenuOption(o.digits, o.label, o.say or opt.say)
-                               if (o.digits or f"say:{o.say}") == key else o for o in options]
+                if opt.say:  # "press 2 ... or say billing" in two sentences
+                    options = [
+                        MenuOption(o.digits, o.label, o.say or opt.say)
+                        if (o.digits or f"say:{o.say}") == key
+                        else o
+                        for o in options
+                    ]
                 continue
             seen.add(key)
             options.append(opt)
@@ -270,7 +361,7 @@ def _contains(text: str, phrases: tuple[str, ...]) -> bool:
 
 
 def is_hold_message(transcript: str) -> bool:
-    """"Please hold", "your call is important to us", "all of our agents are busy" ..."""
+    """ "Please hold", "your call is important to us", "all of our agents are busy" ..."""
     return _contains(transcript, HOLD_PHRASES)
 
 
