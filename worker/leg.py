@@ -358,7 +358,9 @@ class Leg:
         for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             if name in wanted and name in self._seen:
                 return self._seen[name]
-        if self.gone:  # an answer that came before the hangup does not count any more
+        if self.gone and (self._pump.dead or not wanted & GONE):
+            # An answer that came before the hangup does not count any more; a later hangup
+            # event (HANGUP_COMPLETE after HANGUP) is still worth waiting for while the pump runs.
             raise LegGone(f"leg {self.uuid} already hung up ({self.hangup_cause})", self.hangup_cause)
         for name in sorted(wanted & STICKY):
             if name in self._seen:

@@ -592,3 +592,91 @@ def test_leg_disconnect_wakes_waiter(fs, client) -> None:
     fs.drop_all()
     with pytest.raises(EslDisconnected):
         waiter.get(timeout=5)
+
+
+def _replay_client(case: str) -> tuple[ReplayFS, EslClient, list[str]]:
+    recv = CAPTURES / "gateway" / f"{case}.recv.bin"
+    server = ReplayFS(recv).start()
+    client = EslClient("127.0.0.1", server.port, "ClueCon", timeout=5.0, events=["ALL"], reconnect=False)
+    client.connect()
+    return server, client, [raw.decode().split("\n")[0] for raw in sent_commands(recv)]
+
+
+def _uuid_in(cmd: str) -> str:
+    return cmd.split("origination_uuid=")[1].split(",")[0].split("}")[0]
+
+
+def test_replay_far_end_hangs_up_during_fork() -> None:
+    server, client, theirs = _replay_client("gw_far_end_hangup_during_fork")
+    try:
+        uuid = _uuid_in(theirs[2])
+        a = Leg.originate(client, "sofia/gateway/company/5559100", {"ignore_early_media": "true"}, uuid=uuid)
+        a.start_fork("ws://127.0.0.1:18766/fork", 8000, {"callId": uuid})
+        with pytest.raises(LegGone) as exc:
+            a.wait_for({"CHANNEL_BRIDGE"}, 5)
+        assert exc.value.cause == "NORMAL_CLEARING"
+        done = a.wait_for({"CHANNEL_HANGUP_COMPLETE"}, 5)
+        assert done.get("variable_sip_hangup_disposition") == "recv_bye"
+        assert not a.fork_connected  # MEDIA_BUG_STOP / hangup
+        assert a.stop_fork() is False  # -ERR Operation Failed: the bug went with the channel
+        assert a.exists() is False
+    finally:
+        client.close()
+        server.stop()
+    assert [c for c, _h in server.commands] == theirs
+
+
+def test_replay_ivr_dtmf_only_on_the_far_end_leg() -> None:
+    server, client, theirs = _replay_client("gw_ivr_dtmf")
+    try:
+        uuid = _uuid_in(theirs[2])
+        a = Leg.originate(client, "sofia/gateway/company/5550200", {"ignore_early_media": "true"}, uuid=uuid)
+        a.start_fork("ws://127.0.0.1:18766/fork", 8000, {"callId": uuid})
+        far_dtmf = gevent.event.Event()
+        client.on_event(lambda ev: far_dtmf.set() if ev.name == "DTMF" and ev.unique_id != uuid else None)
+        a.send_dtmf("1")
+        assert far_dtmf.wait(5)  # the capture's only DTMF event, on the looped far-end leg
+        assert a.hangup(cause=None)
+        a.wait_for({"CHANNEL_HANGUP_COMPLETE"}, 5)
+        assert a.dtmf_events.empty()  # not ours: routed by Unique-ID
+    finally:
+        client.close()
+        server.stop()
+    assert [c for c, _h in server.commands] == theirs
+
+
+def test_replay_desk_not_registered() -> None:
+    server, client, theirs = _replay_client("desk_not_registered")
+    try:
+        assert client.bgapi("originate user/1000@127.0.0.1 &park()") == "-ERR USER_NOT_REGISTERED\n"
+        with pytest.raises(OriginateFailed) as exc:
+            Leg.originate(client, "user/1000@127.0.0.1", uuid=_uuid_in(theirs[3]), timeout=5)
+        assert exc.value.cause == "USER_NOT_REGISTERED"
+        assert client.api("sofia_contact 1000@127.0.0.1") == "error/user_not_registered"
+        assert client.api("originate user/1000@127.0.0.1 &park()") == "-ERR USER_NOT_REGISTERED\n"
+        assert client.load == 0
+    finally:
+        client.close()
+        server.stop()
+    assert [c for c, _h in server.commands] == theirs
+
+
+def test_replay_no_answer() -> None:
+    server, client, theirs = _replay_client("gw_no_answer")
+    try:
+        leg = Leg.begin(
+            client,
+            "sofia/gateway/company/5550480",
+            {"ignore_early_media": "true", "originate_timeout": 5},
+            uuid=_uuid_in(theirs[2]),
+        )
+        with pytest.raises(LegGone) as gone:
+            leg.wait_for({"CHANNEL_ANSWER", "CHANNEL_PROGRESS_MEDIA"}, 5)
+        assert gone.value.cause == "NO_ANSWER"
+        assert leg.ringing and not leg.early_media
+        with pytest.raises(OriginateFailed, match="NO_ANSWER"):
+            leg.wait_originated(5)
+    finally:
+        client.close()
+        server.stop()
+    assert [c for c, _h in server.commands] == theirs
