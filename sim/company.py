@@ -23,6 +23,9 @@ from sim.scenario import AudioRenderer, Scenario
 log = logging.getLogger(__name__)
 
 FRAME = audio.FRAME_SAMPLES
+AGENT_PATIENCE_S = 5.0  # silence after the greeting before "hello? are you there?"
+AGENT_HANGUP_AFTER_S = 10.0  # silence after that before the agent hangs up
+AGENT_WAIT_ASKED_S = 30.0  # how long the agent waits once it heard us ("one moment, connecting you")
 HEAR_RMS = 300.0  # RMS above which the agent "hears" us (16-bit scale)
 DEFAULT_AFTER_BRIDGE = "Hi, thanks for holding. How can I help you today?"
 DEFAULT_REPROMPT = "Hello? Are you there?"
@@ -46,7 +49,7 @@ class CompanyCall:
         self._early = self._pcm(scenario.data.get("early_media"), "ivr")
         self._early_pos = 0
         self._gen: Frames | None = None
-        self.listeners: list[Callable[[str], None]] = []   # called with each log line (tests wait on them)
+        self.listeners: list[Callable[[str], None]] = []  # called with each log line (tests wait on them)
         self._prerender()
 
     # -- audio -------------------------------------------------------------------------
@@ -245,14 +248,16 @@ class CompanyCall:
         self._note("agent greeting")
         self.heard_us = False
         yield from self._play(self._pcm(agent["greeting"], "agent"))
-        yield from self._wait_agent(float(agent.get("patience_seconds", 4)))
+        yield from self._wait_agent(float(agent.get("patience_seconds", AGENT_PATIENCE_S)))
         if not self.heard_us and not self.bridged:
             self._note("agent reprompt")
             yield from self._play(self._pcm(agent.get("reprompt", {"say": DEFAULT_REPROMPT}), "agent"))
-            yield from self._wait_agent(float(agent.get("hangup_after_seconds", 6)))
+            yield from self._wait_agent(float(agent.get("hangup_after_seconds", AGENT_HANGUP_AFTER_S)))
         if self.heard_us and not self.bridged:
             self._note("agent waits for the transfer")
-            yield from self._wait_agent(float(agent.get("wait_when_asked_seconds", 30)), until_heard=False)
+            yield from self._wait_agent(
+                float(agent.get("wait_when_asked_seconds", AGENT_WAIT_ASKED_S)), until_heard=False
+            )
         if self.bridged:
             self._note("agent talks to the user")
             yield from self._play(
