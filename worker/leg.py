@@ -137,6 +137,9 @@ class Leg:
     ) -> Leg:
         """Start `bgapi originate` and return at once; `wait_originated()` gives its result.
 
+        `timeout` bounds our wait for the BACKGROUND_JOB (plus ORIGINATE_MARGIN_S); the switch's
+        own ring limit is the `originate_timeout` variable (FS default 60 s), set it in `variables`.
+
         The leg carries origination_uuid first, then hs_call_id / hs_role / hs_worker (from the
         keyword arguments unless already in `variables`), so the reaper can tell whose it is.
         """
