@@ -78,10 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_detector_factory(rate: int) -> Any:
     from worker.audio.detector import HoldDetector
 
-    def factory(number: str) -> Any:
+    def factory(number: str, heard: Any = ()) -> Any:
+        """A detector that already knows this company's recordings (stored, and heard in this call)."""
         with db.database.connection_context():
             known = [f.fingerprint_json for f in db.Fingerprint.for_number(number)]
-        return HoldDetector(sample_rate=rate, known=known)
+        return HoldDetector(sample_rate=rate, known=[*known, *heard])
 
     return factory
 

@@ -38,7 +38,11 @@ log = logging.getLogger(__name__)
 ORIGINATE_SLACK_S = 15.0  # bgapi originate waits ring timeout + this for its BACKGROUND_JOB
 PROMPT_END_SILENCE_S = 0.7  # media seconds of silence after speech that end an IVR prompt
 PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before moving on
-DTMF_SETTLE_S = 0.3  # media seconds to wait after sending DTMF before listening again
+TICK_S = 0.1  # media seconds between the audio pump's ticks
+FEED_BATCH_S = 0.1  # media seconds of audio fed to the detector at once (5 frames of 20 ms)
+FEED_WAIT_S = 0.12  # wall seconds the pump waits to fill a batch (bounds the added latency)
+MAX_BATCH_FACTOR = 20  # a backlog is fed up to 20 batches (2 s of media) at once
+MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
 DESK_RETRIES = 1  # extra rings of the same device(s) after a no-answer round
 RECONNECT_WAIT_S = 20.0  # wall seconds to wait for a dropped ESL connection to come back
@@ -124,6 +128,8 @@ class Msg:
     data: Any = None
     leg: str = ""  # "company" | "desk" for esl events
     t_arrival: float = 0.0  # perf_counter when the frame arrived (det only; lag metric)
+    t_media: float = 0.0  # media seconds since the fork started (det only)
+    gen: int = 0  # which detector decided it (det only): decisions of a replaced detector are dropped
 
 
 class Ended(Exception):  # noqa: N818 - control flow: the call reached a final status
@@ -144,7 +150,7 @@ class Runtime:
     fork_server: Any  # worker.audio_fork.ForkServer
     prompts: Prompts
     worker_id: str
-    detector_factory: Callable[[str], Any] | None = None  # number -> HoldDetector
+    detector_factory: Callable[[str, Any], Any] | None = None  # (number, heard fingerprints) -> detector
     esl_pool: Any = None  # worker.esl.EslPool: picks the least-loaded connected switch
     active: dict[str, CallSession] = field(default_factory=dict)
     on_lag: Callable[[float], None] | None = None  # frame arrival -> detector decision, seconds
@@ -186,6 +192,10 @@ class CallSession:
         self.greenlets: list[gevent.Greenlet] = []
         self.status = call.status
         self.fork_stream: Any = None
+        self.navigated = False
+        self.det_gen = 0
+        self.human_t = 0.0
+        self.det_offset = 0.0  # media time at which the current detector started
         self.transfer_to = call.transfer_to
         self.max_hold_s = int(
             min(self.s.max_hold_s, int(self.options.get("max_hold_s") or self.s.max_hold_s))
@@ -210,11 +220,8 @@ class CallSession:
             )
             self._event("call.dialing", {"number": self.number, "worker": self.rt.worker_id})
             self._dial_company()
-            try:
-                self._navigate()
-                self._hold_until_human()
-            except _HumanNow:
-                log.info("call %s: a human answered during navigation", self.call_id)
+            self._navigate()
+            self._hold_until_human()
             self._connect_user()
             self._follow_bridge()
         except Ended as e:
@@ -315,6 +322,7 @@ class CallSession:
         steps = self._flow_steps()
         if not steps:
             return  # flow-less: listen on hold right away
+        self.navigated = True
         for i, raw in enumerate(steps):
             step = normalize_step(raw)
             kind = step["type"]
@@ -369,7 +377,9 @@ class CallSession:
 
     # --- 3. hold ---------------------------------------------------------------------------
     def _hold_until_human(self) -> None:
-        if self.detector is not None and self.detector.outcome == "human":
+        if self.navigated:
+            self._renew_detector()
+        elif self.detector is not None and self.detector.outcome == "human":
             return
         now = db.utcnow()
         self._update(status="holding", hold_started_at=now)
@@ -382,9 +392,10 @@ class CallSession:
             if msg.kind == "det":
                 kind = msg.data.kind
                 if kind == "likely_human":
-                    self._event("human.likely", {"t": msg.data.t})
+                    self._event("human.likely", {"t": round(msg.t_media, 2)})
                     self._play_connecting()
                 elif kind == "human":
+                    self.human_t = msg.t_media
                     return
                 elif kind in DETECTOR_FINAL:
                     raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
@@ -394,7 +405,13 @@ class CallSession:
     # --- 4. connect the user ----------------------------------------------------------------
     def _connect_user(self) -> None:
         self._update(status="human_detected", human_detected_at=db.utcnow())
-        self._event("human.detected", {"t": round(self.media_t, 2)})
+        self._event(
+            "human.detected",
+            {
+                "t": round(self.human_t or self.media_t, 2),
+                "confidence": getattr(self.detector, "confidence", None),
+            },
+        )
         self._play_connecting()
         self._update(status="connecting")
         devices = self._devices()
@@ -539,10 +556,16 @@ class CallSession:
 
     # === inbox plumbing ==========================================================================
     def _next(self, timeout: float | None) -> Msg | None:
-        try:
-            return self.inbox.get(timeout=timeout)
-        except gevent.queue.Empty:
-            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                msg: Msg = self.inbox.get(timeout=left)
+            except gevent.queue.Empty:
+                return None
+            if msg.kind == "det" and msg.gen != self.det_gen:
+                continue  # queued before the detector was replaced
+            return msg
 
     def _common(self, msg: Msg, bridged: bool = False) -> None:
         """Handle what can happen at any point: hangups, control messages, fork/ESL trouble."""
@@ -604,12 +627,10 @@ class CallSession:
         """Let `seconds` of far-end audio pass (media time, so it scales with the switch's speed)."""
         target = self.media_t + seconds
         while self.media_t < target:
-            msg = self._next(timeout=max(5.0, seconds * 2))
+            msg = self._next(timeout=MEDIA_STALL_S)
             if msg is None:
                 return  # no audio flowing: do not wait forever
-            self._maybe_human(msg)
-            if msg.kind != "det":
-                self._common(msg)
+            self._navigation_msg(msg)
 
     def _wait_prompt_end(self, max_media_s: float) -> None:
         """Wait until the far end spoke and then stayed quiet PROMPT_END_SILENCE_S (media time)."""
@@ -617,36 +638,26 @@ class CallSession:
         heard_speech = False
         quiet_since: float | None = None
         while self.media_t - start < max_media_s:
-            msg = self._next(timeout=max(5.0, max_media_s))
+            msg = self._next(timeout=MEDIA_STALL_S)
             if msg is None:
-                return
-            if msg.kind != "det":
-                self._common(msg)
-                continue
-            self._maybe_human(msg)
-            ev = msg.data
-            if ev.kind != "state":
-                continue
-            if ev.state in ("speech", "music", "dtmf", "beep", "noise"):
-                heard_speech = True
-                quiet_since = None
-            elif ev.state == "silence" and heard_speech and quiet_since is None:
-                quiet_since = ev.t
+                return  # no audio flowing: do not wait forever
+            self._navigation_msg(msg)
+            if msg.kind == "det" and msg.data.kind == "state":
+                if msg.data.state == "silence":
+                    if heard_speech and quiet_since is None:
+                        quiet_since = msg.t_media
+                else:
+                    heard_speech = True
+                    quiet_since = None
             if quiet_since is not None and self.media_t - quiet_since >= PROMPT_END_SILENCE_S:
                 return
 
-    def _maybe_human(self, msg: Msg) -> None:
-        """A human (or voicemail) can answer in the middle of the IVR; stop navigating then."""
-        if msg.kind != "det":
+    def _navigation_msg(self, msg: Msg) -> None:
+        """While a stored flow drives the IVR, recorded menus are expected: detector decisions are
+        ignored here (the detector starts afresh on hold, knowing the menus it heard)."""
+        if msg.kind in ("det", "tick"):
             return
-        kind = msg.data.kind
-        if kind == "likely_human":
-            self._event("human.likely", {"t": msg.data.t})
-            self._play_connecting()
-        elif kind == "human":
-            raise _HumanNow()
-        elif kind in DETECTOR_FINAL and self.company_answered:
-            raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+        self._common(msg)
 
     # === helpers: switch ==================================================================
     def _subscribe(self, uuid: str, leg: str) -> None:
@@ -740,30 +751,76 @@ class CallSession:
     # === helpers: audio =====================================================================
     def _start_audio_pump(self) -> None:
         if self.rt.detector_factory is not None:
-            self.detector = self.rt.detector_factory(self.number)
+            self.detector = self.rt.detector_factory(self.number, ())
         self.greenlets.append(gevent.spawn(self._audio_pump))
 
+    def _renew_detector(self) -> None:
+        """A fresh detector for the hold, told about the recordings (menus) heard so far."""
+        if self.rt.detector_factory is None or self.detector is None:
+            return
+        heard = self.detector.fingerprints() if hasattr(self.detector, "fingerprints") else []
+        self.detector = self.rt.detector_factory(self.number, heard)
+        self.det_gen += 1
+        self.det_offset = self.media_t
+        self.last_state = ""
+
     def _audio_pump(self) -> None:
+        """Fork frames -> detector -> inbox.  A chunk may hold several 20 ms frames (the switch may
+        coalesce); media time advances by its byte count, and a tick follows every TICK_S of it."""
         stream = self.fork_stream
         bytes_per_s = 2 * self.s.audio_fork_rate
+        batch_bytes = max(1, int(FEED_BATCH_S * bytes_per_s))
+        next_tick = TICK_S
         while True:
-            frame = stream.get(timeout=None)
-            if frame is None:
+            chunk = stream.get(timeout=None)
+            if chunk is None:
                 self.inbox.put(Msg("fork_closed"))
                 return
             arrival = time.perf_counter()
-            self.media_t += len(frame) / bytes_per_s
-            if self.detector is None:
-                continue
-            for ev in self.detector.feed(frame):
-                if ev.kind == "state":
-                    if ev.state == self.last_state:
-                        continue
-                    self.last_state = ev.state
-                    self._event("detector.state", {"t": round(ev.t, 2), "state": ev.state}, quiet=True)
-                self.inbox.put(Msg("det", ev, t_arrival=arrival))
-            if self.rt.on_lag is not None:
-                self.rt.on_lag(time.perf_counter() - arrival)
+            chunk, closed = self._more_audio(stream, chunk, batch_bytes)
+            detector, gen, offset = self.detector, self.det_gen, self.det_offset
+            if detector is not None:
+                for ev in detector.feed(chunk):
+                    if ev.kind == "state":
+                        if ev.state == self.last_state:
+                            continue
+                        self.last_state = ev.state
+                        self._event(
+                            "detector.state", {"t": round(offset + ev.t, 2), "state": ev.state}, quiet=True
+                        )
+                    self.inbox.put(Msg("det", ev, t_arrival=arrival, gen=gen, t_media=offset + ev.t))
+                if self.rt.on_lag is not None:
+                    self.rt.on_lag(time.perf_counter() - arrival)
+            self.media_t += len(chunk) / bytes_per_s
+            if self.media_t >= next_tick:
+                next_tick = self.media_t + TICK_S
+                self.inbox.put(Msg("tick"))  # media time passes even when nothing changes
+            if closed:
+                self.inbox.put(Msg("fork_closed"))
+                return
+            gevent.sleep(0)  # a backlog never starves the call's own logic or the other calls
+
+    @staticmethod
+    def _more_audio(stream: Any, chunk: bytes, want: int) -> tuple[bytes, bool]:
+        """Coalesce audio for one detector feed: whatever is already queued (a backlog catches up in
+        big bites, up to MAX_BATCH_FACTOR x `want`), else wait up to FEED_WAIT_S to reach `want`.
+        The detector's cost is mostly per feed, not per frame, so this keeps hundreds of calls cheap.
+        Returns (audio, fork closed)."""
+        parts = [chunk]
+        size = len(chunk)
+        limit = want * MAX_BATCH_FACTOR
+        deadline = time.monotonic() + FEED_WAIT_S
+        while size < limit:
+            wait = 0.0 if size >= want else max(0.0, deadline - time.monotonic())
+            try:
+                more = stream.get(timeout=wait)
+            except (TimeoutError, gevent.queue.Empty):
+                break
+            if more is None:
+                return b"".join(parts), True
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts), False
 
     # === helpers: state =====================================================================
     def _update(self, **fields: Any) -> None:
@@ -850,10 +907,6 @@ class CallSession:
                 "reason": call.status_reason,
                 "hold_seconds": call.hold_seconds(),
             }
-
-
-class _HumanNow(Exception):  # noqa: N818 - control flow: a human answered during navigation
-    pass
 
 
 def active_call_ids(rt: Runtime) -> Iterable[str]:

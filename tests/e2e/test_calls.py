@@ -50,7 +50,7 @@ def test_hold_then_agent_is_bridged_to_the_desk_phone(stack: Stack):
     call = stack.wait_status(call_id, {"transferred"} | {s for s in db.FINAL_STATUSES})
     assert call["status"] == "transferred", call
     assert call["bridged_at"] and call["human_detected_at"] and call["hold_started_at"]
-    assert 20.0 < call["hold_seconds"] < 600.0       # ~60 s of media time on hold (x20 speed on the wall)
+    assert 1.5 < call["hold_seconds"] < 30.0     # ~60 s of hold music at x20 is ~3 s on the wall clock
     types = _types(stack, call_id)
     for expected in ("call.dialing", "call.answered", "ivr.dtmf", "hold.started", "human.detected",
                      "agent.prompt", "device.ringing", "device.answered", "call.bridged"):
