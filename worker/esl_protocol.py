@@ -254,9 +254,15 @@ def parse_frames(data: bytes) -> list[Frame]:
 
 
 # --- events -------------------------------------------------------------------
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (name, value) pairs."""
+
+
 def _json_value(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, _Pairs):
+        return json.dumps(dict(value), separators=(",", ":"))
     if isinstance(value, list):  # FS arrays; plain serializes them as ARRAY::a|:b
         return "ARRAY::" + "|:".join(str(v) for v in value)
     return json.dumps(value)
@@ -279,14 +285,14 @@ def decode_event(frame: Frame) -> EslEvent:
         return EslEvent(headers, body.decode("utf-8", errors="replace"), "plain")
     if ctype == EVENT_JSON:
         try:
-            obj = json.loads(frame.body)
+            obj = json.loads(frame.body, object_pairs_hook=_Pairs)  # keeps duplicate names, in order
         except ValueError as exc:
             raise EslProtocolError(f"bad JSON event: {exc}") from None
-        if not isinstance(obj, dict):
+        if not isinstance(obj, _Pairs):
             raise EslProtocolError("JSON event is not an object")
-        body_val = obj.pop("_body", "")
-        pairs = [(str(k), _json_value(v)) for k, v in obj.items()]
-        return EslEvent(Headers(pairs), str(body_val), "json")
+        text = next((str(v) for k, v in obj if k == "_body"), "")
+        pairs = [(str(k), _json_value(v)) for k, v in obj if k != "_body"]
+        return EslEvent(Headers(pairs), text, "json")
     raise EslProtocolError(f"not an event frame: Content-Type {ctype!r}")
 
 

@@ -135,6 +135,15 @@ def test_json_arrays_and_non_strings() -> None:
     )
     ev = p.decode_event(frame)
     assert ev.get("a") == "ARRAY::1|:2" and ev.get("n") == "3"
+    dup = p.Frame(
+        p.Headers([("Content-Type", "text/event-json")]),
+        b'{"Event-Name":"CHANNEL_HANGUP_COMPLETE","Hangup-Cause":"A","Hangup-Cause":"B","o":{"k":"v"}}',
+    )
+    ev = p.decode_event(dup)
+    assert ev.all("Hangup-Cause") == ["A", "B"] and ev.get("Hangup-Cause") == "A"
+    assert ev.get("o") == '{"k":"v"}'
+    with pytest.raises(p.EslProtocolError):
+        p.decode_event(p.Frame(p.Headers([("Content-Type", "text/event-json")]), b"[1,2]"))
 
 
 def test_log_data_and_disconnect_frames() -> None:
