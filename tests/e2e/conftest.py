@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from e2e_env import BANK, BANK_FLOW, HERE, PHONES
+from e2e_env import BANK, BANK_FLOW, E2E_DB, HERE, PHONES, with_db
 
 from sim.demo import Stack
 
@@ -21,7 +21,8 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     pytest.importorskip("worker.audio_fork", reason="the audio-fork endpoint has not landed yet")
     if not (HERE.parent.parent / "sim" / "__main__.py").exists():
         pytest.skip("the stand-in switch (python -m sim) has not landed yet")
-    redis.Redis.from_url(redis_url).flushdb()      # no stale RQ jobs from other tests on our queue
+    redis_url = with_db(redis_url, E2E_DB)        # our own database: other suites flush db 9 and enqueue
+    redis.Redis.from_url(redis_url).flushdb()
     workdir = tmp_path_factory.mktemp("e2e")
     st = Stack(workdir, redis_url=redis_url, database_url=f"sqlite:///{workdir / 'e2e.db'}", speed=20,
                phones=PHONES, companies=HERE / "companies", heartbeat_s=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from sim.demo import Stack
@@ -16,8 +17,18 @@ LONG_HOLD = "+15550100300"     # an hour of hold music
 UNKNOWN = "+15550100999"       # no such company: the carrier plays SIT + "not in service"
 BANK_FLOW = [{"type": "DTMF", "digits": "1"}, {"type": "DTMF", "digits": "2"}, {"type": "HOLD"},
              {"type": "TRANSFER"}]
+E2E_DB = 12                    # a Redis database of our own on the test server
 PHONES = "1000:answer:2,1001:noanswer,1002:unregistered"
 
 
 def channels(stack: Stack) -> dict:
     return json.loads(stack.esl_api("show channels as json"))
+
+
+def with_db(url: str, number: int) -> str:
+    """The same Redis server, another database (redis://h:p/N or unix://path?db=N)."""
+    if url.startswith("unix://"):
+        if "db=" in url:
+            return re.sub(r"db=\d+", f"db={number}", url)
+        return f"{url}{'&' if '?' in url else '?'}db={number}"
+    return re.sub(r"(redis://[^/]+)(/\d*)?$", rf"\g<1>/{number}", url)
