@@ -108,7 +108,7 @@ class FrameClassifier:
         label_list: list[str] = labels.tolist()
         code_list: list[int] = codes.tolist()
         key_list = keys.tolist()
-        power = np.power(10.0, e / 10.0).tolist()
+        power = f.coverage.tolist()
         f1 = f.f1.tolist()
         tracker = self.tracker
         events: list[tuple[int, ToneEvent]] = []
@@ -132,6 +132,8 @@ class FrameClassifier:
             if tracker.label:
                 label_list[j] = tracker.label
                 tone_list[j] = True
+            elif tracker.pending():
+                label_list[j] = ""      # maybe a tone: keep the state as it is until the cadence tells
         self.index += n
         return FrameBlock(base, label_list, active.tolist(), speech.tolist(), tone_list, e.tolist(),
                           f.flux.tolist(), f.bits.tolist(), f.shape_db, events)
@@ -161,7 +163,9 @@ class Hysteresis:
         self._count = 0
 
     def step(self, label: str) -> bool:
-        """Feed one raw label; True when the state changed."""
+        """Feed one raw label ('' = undecided, changes nothing); True when the state changed."""
+        if not label:
+            return False
         if label == self.state:
             self._count = 0
             self._cand = label

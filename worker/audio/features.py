@@ -22,6 +22,7 @@ BAND_LO_HZ = 250.0        # the telephone band we look at, Hz
 BAND_HI_HZ = 3600.0
 DTMF_LOW_BAND = (640.0, 1000.0)    # where DTMF row tones may lie, Hz (with margin)
 DTMF_HIGH_BAND = (1130.0, 1720.0)  # column tones, Hz
+DTMF_MIN_TONALITY = 0.75  # a DTMF frame partly filled (onset click) is still this tonal
 FP_BANDS = 17             # fingerprint bands (16 difference bits per frame)
 FINE_BIN_HZ = 4.0         # resolution of the fine spectrum used for tone frequencies, Hz
 
@@ -45,6 +46,7 @@ class Features:
     f2: np.ndarray            # frequency of the second peak, Hz
     level2_db: np.ndarray     # level of the second peak relative to the first, dB (<= 0)
     bits: np.ndarray          # 16-bit spectro-temporal fingerprint word per frame (see fingerprint.py)
+    coverage: np.ndarray      # share of the frame's quarters with at least 30 % of the loudest one's energy
     shape_db: np.ndarray      # (N, FP_BANDS) band levels minus their mean, dB: the voice's spectral shape
 
     def __len__(self) -> int:
@@ -112,7 +114,7 @@ class FeatureExtractor:
         lvl2 = 10.0 * np.log10(band[rows, k2] / band[rows, k1])
         # exact frequencies where they matter (DTMF tolerances): fine spectrum, few frames
         lo, hi = np.minimum(f1, f2), np.maximum(f1, f2)
-        fine = np.flatnonzero((tonality >= self.tonal_threshold) & (energy_db > -60.0)
+        fine = np.flatnonzero((tonality >= DTMF_MIN_TONALITY) & (energy_db > -60.0)
                               & (lo > DTMF_LOW_BAND[0]) & (lo < DTMF_LOW_BAND[1])
                               & (hi > DTMF_HIGH_BAND[0]) & (hi < DTMF_HIGH_BAND[1]))
         if len(fine):
@@ -128,10 +130,12 @@ class FeatureExtractor:
         self._prev_bands = dfreq[-1].copy()
         bitsm = (dfreq - prevd) > 0
         bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[1], dtype=np.uint16)).sum(axis=1)
+        quarters = np.mean((frames * frames).reshape(count, 4, -1), axis=2)
+        coverage = np.mean(quarters > 0.3 * quarters.max(axis=1, keepdims=True), axis=1)
         shape = be * (10.0 / np.log(10.0))
         shape -= shape.mean(axis=1, keepdims=True)
         return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2, bits.astype(np.uint16),
-                        shape.astype(np.float32))
+                        coverage, shape.astype(np.float32))
 
 
 def fine_peaks(

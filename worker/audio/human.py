@@ -94,6 +94,7 @@ class _Utterance:
     dips: int = 0               # frames (sound or short gap) well under the loudest so far
     pending_dips: int = 0       # dips in the current gap, counted once sound resumes
     flux: float = 0.0           # sum of spectral flux over sound frames
+    music: int = 0              # sound frames the classifier labelled music
     tone: bool = False          # a tone interrupted it
     repeat: bool = False        # matched a recording heard before
     hint: int = 0               # +1 positive / -1 negative transcript hint
@@ -125,6 +126,8 @@ class HumanDecider:
         self.talk_start = -1             # first frame of the current talk (utterances close together)
         self.talk_sound = 0              # sound frames in it
         self.talk_end = -1
+        self.prev_talk_s = 0.0           # the talk before the last tone (a greeting before a beep)
+        self.prev_talk_end = -1
         self.beep_at = -1                # frame of a beep that may close a greeting
         self.beep_talk_s = 0.0
         self._wait = round(self.p.wait_s / FRAME_S)
@@ -180,7 +183,7 @@ class HumanDecider:
         return score
 
     def step(self, i: int, active: bool, energy_db: float, flux: float, tone: bool,
-             word: int, music: bool = False) -> Decision | None:
+             word: int, music: bool = False, label_known: bool = True) -> Decision | None:
         """One frame: i its media index; returns a decision made at this frame, if any."""
         if self.outcome is not None:
             return None
@@ -190,11 +193,17 @@ class HumanDecider:
             self.music_run += 1
             if self.music_run >= self._music_need:
                 self.on_hold = True
-        elif active:
+        elif active and label_known:
             self.music_run = 0
         if tone:
             if utt is not None:
+                # the frames that were waiting to be named belong to the tone: end the utterance there
                 utt.tone = True
+                self._finish_utterance()
+                self.utt = None
+            if self.talk_sound:
+                self.prev_talk_s, self.prev_talk_end = self.talk_sound * FRAME_S, self.talk_end
+            self.talk_start, self.talk_sound, self.talk_end = -1, 0, -1
             self.silence = 0
             return self._after_beep(i, sound=True)
         if active:
@@ -211,6 +220,8 @@ class HumanDecider:
                     self.talk_start, self.talk_sound = i, 0
             utt.sound += 1
             utt.last = i
+            if music:
+                utt.music += 1
             utt.flux += flux
             utt.peak_db = max(energy_db, utt.peak_db - self._decay)
             if energy_db < utt.peak_db - p.dip_db:
@@ -269,8 +280,8 @@ class HumanDecider:
             self.outcome = "busy"
             return Decision(self._t(i), "busy", 0.95, kind)
         if kind == "beep":
-            talk_s = self.talk_sound * FRAME_S
-            gap = (i - self.talk_end) * FRAME_S if self.talk_end >= 0 else 1e9
+            talk_s, end = self.prev_talk_s, self.prev_talk_end
+            gap = (i - end) * FRAME_S if end >= 0 else 1e9
             if talk_s >= self.p.greeting_min_s and gap <= self.p.beep_after_speech_s + 2.0:
                 self.beep_at, self.beep_talk_s = i, talk_s
         return None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import FRAME_MS, Features
+from .features import DTMF_MIN_TONALITY, FRAME_MS, Features
 
 # tone codes per frame
 NONE, LOW, DTMF, SIT_A, SIT_B, SIT_C, SINGLE = 0, 1, 2, 3, 4, 5, 6
@@ -48,11 +48,15 @@ class ToneParams:
     dtmf_twist_fwd_db: float = 4.0     # high tone at most this much louder than the low tone
     dtmf_twist_rev_db: float = 8.0     # low tone at most this much louder than the high tone
     dtmf_min_ms: float = 40.0          # shortest digit accepted (energy-weighted duration, see below)
-    dtmf_min_effective: float = 0.8    # accept when weighted duration >= this share of dtmf_min_ms
+    dtmf_min_effective: float = 0.8    # accept when covered duration >= this share of dtmf_min_ms
+                                       # (covered: sum of the frames' coverage, so 40 ms passes at any
+                                       # alignment and 20 ms fails at any alignment)
     sit_tolerance: float = 0.015       # SIT frequencies, relative
     single_second_db: float = -15.0    # a single tone has its second peak at least this far down
     low_tone_hz: tuple[float, float] = (330.0, 660.0)   # call-progress tones (ringback, busy, reorder)
     ringback_min_s: float = 0.7        # one burst this long is ringback
+    uk_burst_s: float = 0.3            # after a ringback, bursts this long are ringback too
+    steady_tonality: float = 0.95      # ringback, busy and beeps are purer than voiced speech or most notes
     cadence_short_s: tuple[float, float] = (0.15, 0.7)  # busy/reorder on and off times
     reorder_max_on_s: float = 0.35     # bursts shorter than this are reorder, longer busy
     busy_bursts: int = 4               # regular bursts before calling it busy
@@ -69,8 +73,9 @@ def tone_codes(f: Features, p: ToneParams) -> tuple[np.ndarray, np.ndarray]:
     n = len(f)
     codes = np.zeros(n, dtype=np.int8)
     keys = np.full(n, -1, dtype=np.int16)
-    tonal = (f.tonality >= p.min_tonality) & (f.energy_db > p.min_level_db)
-    if not tonal.any():
+    loud = f.energy_db > p.min_level_db
+    tonal = (f.tonality >= p.min_tonality) & loud
+    if not (loud & (f.tonality >= DTMF_MIN_TONALITY)).any():
         return codes, keys
     single = tonal & (f.level2_db < p.single_second_db)
     lo = np.minimum(f.f1, f.f2)
@@ -82,7 +87,7 @@ def tone_codes(f: Features, p: ToneParams) -> tuple[np.ndarray, np.ndarray]:
     # twist: level of high tone minus low tone
     hi_is_first = f.f1 > f.f2
     twist = np.where(hi_is_first, -f.level2_db, f.level2_db)
-    dual = tonal & (f.level2_db >= -p.dtmf_twist_rev_db - 1.0)
+    dual = loud & (f.tonality >= DTMF_MIN_TONALITY) & (f.level2_db >= -p.dtmf_twist_rev_db - 1.0)
     ok_twist = (twist <= p.dtmf_twist_fwd_db) & (twist >= -p.dtmf_twist_rev_db)
     dtmf = dual & (row >= 0) & (col >= 0) & ok_twist
     codes[dtmf] = DTMF
@@ -93,9 +98,12 @@ def tone_codes(f: Features, p: ToneParams) -> tuple[np.ndarray, np.ndarray]:
     codes[rest & single & (_nearest(f1, SIT_A_HZ, p.sit_tolerance) >= 0)] = SIT_A
     codes[rest & single & (_nearest(f1, SIT_B_HZ, p.sit_tolerance) >= 0)] = SIT_B
     codes[rest & single & (_nearest(f1, SIT_C_HZ, p.sit_tolerance) >= 0)] = SIT_C
-    low = rest & (lo >= p.low_tone_hz[0]) & (hi <= p.low_tone_hz[1] * 1.05) & (f1 <= p.low_tone_hz[1])
+    in_low = (f1 >= p.low_tone_hz[0]) & (f1 <= p.low_tone_hz[1])
+    pair_low = (lo >= p.low_tone_hz[0]) & (hi <= p.low_tone_hz[1] * 1.05)
+    steady = f.tonality >= p.steady_tonality
+    low = rest & steady & in_low & (single | pair_low)
     codes[low & (codes == NONE)] = LOW
-    codes[rest & single & (codes == NONE) & (f1 > 300.0)] = SINGLE
+    codes[rest & steady & single & (codes == NONE) & (f1 > 300.0)] = SINGLE
     return codes, keys
 
 
@@ -125,23 +133,21 @@ class ToneTracker:
         self.quiet_before = 0     # silent frames just before it started
         self.length = 0           # frames with the tone
         self.missing = 0          # frames lost since the last tone frame
-        self.power_sum = 0.0
-        self.power_max = 0.0
+        self.power_sum = 0.0      # frames covered by the tone (sum of coverage)
         self.freqs: list[float] = []
         self.bursts: list[tuple[int, int, int]] = []    # (code, start frame, frames) of finished bursts
         self.state = ""           # last cadence verdict: ringback / busy / reorder
         self._dtmf_sent = False
         self.label = ""           # name of the open burst when certain (see _label)
 
-    def step(self, i: int, code: int, key: int, power: float, f1: float,
+    def step(self, i: int, code: int, key: int, coverage: float, f1: float,
              quiet_before: int = 0) -> list[ToneEvent]:
         """Frame i (media index) with its tone code; returns events recognised at this frame."""
         events: list[ToneEvent] = []
         if code != NONE and code == self.code and (code != DTMF or key == self.key):
             self.length += 1 + self.missing
             self.missing = 0
-            self.power_sum += power
-            self.power_max = max(self.power_max, power)
+            self.power_sum += coverage
             if len(self.freqs) < 100:
                 self.freqs.append(f1)
         elif self.code != NONE and code == NONE and self.missing < self.p.dropout_frames:
@@ -157,12 +163,12 @@ class ToneTracker:
             if code != NONE:
                 self.code, self.key, self.start, self.length, self.missing = code, key, i, 1, 0
                 self.quiet_before = quiet_before
-                self.power_sum = self.power_max = power
+                self.power_sum = coverage
                 self.freqs = [f1]
                 self._dtmf_sent = False
         self.label = self._label()
-        if self.code == DTMF and not self._dtmf_sent and self.power_max > 0:
-            effective_ms = self.power_sum / self.power_max * FRAME_MS
+        if self.code == DTMF and not self._dtmf_sent:
+            effective_ms = self.power_sum * FRAME_MS
             if effective_ms >= self.p.dtmf_min_ms * self.p.dtmf_min_effective and self.length >= 2:
                 self._dtmf_sent = True
                 events.append(ToneEvent(self._t(i), "dtmf", DTMF_KEYS[self.key // 4][self.key % 4]))
@@ -180,13 +186,21 @@ class ToneTracker:
             return "dtmf" if n >= 2 else ""
         if code in (SIT_A, SIT_B, SIT_C):
             return "sit" if n >= 5 else ""
-        if n < 5 or not self._stable(0.03 if code == LOW else self.p.beep_stability):
+        # a low pair 40-50 Hz apart beats inside a 20 ms frame: its peak wanders by up to ~8 %
+        if n < 5 or not self._stable(0.1 if code == LOW else self.p.beep_stability):
             return ""
         if code == LOW:
             if self.state in ("busy", "reorder"):
                 return self.state
-            return "ringback" if n * FRAME_S >= self.p.ringback_min_s or self.state == "ringback" else ""
-        return "beep" if n * FRAME_S <= self.p.beep_s[1] else ""
+            # a burst is ringback when long enough, or (after a ringback) as long as a UK burst
+            need = self.p.uk_burst_s if self.state == "ringback" else self.p.ringback_min_s
+            return "ringback" if n * FRAME_S >= need else ""
+        quiet = self.quiet_before >= self.p.beep_quiet_before_frames
+        return "beep" if quiet and n * FRAME_S <= self.p.beep_s[1] else ""
+
+    def pending(self) -> bool:
+        """An open burst that may still become a named tone (steady so far)."""
+        return self.code in (LOW, SINGLE) and self.length >= 2 and self._stable(0.1)
 
     def _stable(self, tol: float) -> bool:
         fr = self.freqs[1:] if len(self.freqs) > 2 else self.freqs
