@@ -38,7 +38,8 @@ def _sox_cached(path: str, rate: int, trim: tuple[float, float] | None) -> bytes
     return subprocess.run(args, check=True, capture_output=True).stdout
 
 
-def sound(path: str, rate: int = 8000, start: float | None = None, seconds: float | None = None) -> np.ndarray:
+def sound(path: str, rate: int = 8000, start: float | None = None,
+          seconds: float | None = None) -> np.ndarray:
     """A real recording as float32 at `rate`, optionally a slice of it."""
     need("sox")
     need(path)

@@ -140,7 +140,8 @@ class HoldDetector:
                     if d is not None:
                         events.append(self._decided(d))
             if decider.outcome is None:
-                d = decider.step(i, active[j], energy[j], flux[j], tone[j], words[j], label == "music", label != "")
+                d = decider.step(i, active[j], energy[j], flux[j], tone[j], words[j],
+                                 label == "music", label != "")
                 if d is not None:
                     events.append(self._decided(d))
         self.frames += len(labels)
