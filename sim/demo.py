@@ -108,6 +108,7 @@ class Stack:
         phones: str = DEFAULT_PHONES,
         companies: str | os.PathLike[str] = COMPANIES_DIR,
         heartbeat_s: int = 10,
+        queue_name: str = "",
         env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
@@ -123,6 +124,8 @@ class Stack:
         self.redis_url = redis_url or self._embedded_redis()
         self.database_url = database_url or f"sqlite:///{self.workdir / 'holdslayer.db'}"
         self.extra_env = dict(env or {})
+        if queue_name:  # several stacks on one Redis (parallel test runs) must not take each other's jobs
+            self.extra_env["QUEUE_NAME"] = queue_name
         self.esl_port = 0
         self.web_port = 0
 

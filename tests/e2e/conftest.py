@@ -7,10 +7,10 @@ companies/; the switch runs 20x faster than real time.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
-import redis
 from e2e_env import BANK, BANK_FLOW, E2E_DB, HERE, PHONES, with_db
 
 from sim.demo import Stack
@@ -21,11 +21,11 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     pytest.importorskip("worker.audio_fork", reason="the audio-fork endpoint has not landed yet")
     if not (HERE.parent.parent / "sim" / "__main__.py").exists():
         pytest.skip("the stand-in switch (python -m sim) has not landed yet")
-    redis_url = with_db(redis_url, E2E_DB)        # our own database: other suites flush db 9 and enqueue
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_url = with_db(redis_url, E2E_DB)  # not db 9, which other suites flush; our queue name is unique
     workdir = tmp_path_factory.mktemp("e2e")
     st = Stack(workdir, redis_url=redis_url, database_url=f"sqlite:///{workdir / 'e2e.db'}", speed=20,
                phones=PHONES, companies=HERE / "companies", heartbeat_s=1,
+               queue_name=f"hs-e2e-{secrets.token_hex(4)}",
                env={"RING_TIMEOUT": "8", "DESK_RING_TIMEOUT": "4", "MAX_HOLD_SECONDS": "600",
                     "LOG_LEVEL": "INFO"})
     try:

@@ -1,8 +1,13 @@
-"""tests/job use their own Redis database (11): other suites flush db 9 while they run."""
+"""tests/job use their own Redis database (11): other suites flush db 9 while they run.
+
+Several test sessions may share the server at once, so nothing here flushes: every test
+uses names of its own (queue names, worker ids) and deletes what it created.
+"""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +28,11 @@ def with_db(url: str, number: int) -> str:
 @pytest.fixture
 def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
     conn = redis.Redis.from_url(with_db(redis_url, JOB_DB))
-    conn.flushdb()
     yield conn
-    conn.flushdb()
     conn.close()
+
+
+@pytest.fixture
+def uniq() -> str:
+    """A prefix for Redis names owned by this test alone."""
+    return f"t{uuid.uuid4().hex[:10]}"

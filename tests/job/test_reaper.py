@@ -66,50 +66,55 @@ def test_pure_decisions():
     assert should_kill(db.Call(status="transferred", ended_at=db.utcnow()))
 
 
-def test_calls_of_a_dead_worker_end_accounted(database, redis_conn):
-    beat(redis_conn, "alive", 10)
-    lost = _call("holding", "dead", company="c-lost", desk="")
-    kept = _call("holding", "alive", company="c-kept")
-    done = _call("busy", "dead", company="c-done")
+def test_calls_of_a_dead_worker_end_accounted(database, redis_conn, uniq):
+    alive, dead, me = f"{uniq}-alive", f"{uniq}-dead", f"{uniq}-me"
+    beat(redis_conn, alive, 10)
+    lost = _call("holding", dead, company="c-lost", desk="")
+    kept = _call("holding", alive, company="c-kept")
+    done = _call("busy", dead, company="c-done")
     switch = Switch({"c-lost": lost.id, "c-kept": kept.id})
     published: list[tuple] = []
-    reaper = Reaper(redis_conn, [switch], "me", 10, publish=lambda *a: published.append(a))
+    reaper = Reaper(redis_conn, [switch], me, 10, publish=lambda *a: published.append(a))
     reaper.tick()
 
-    assert redis_conn.ttl(heartbeat_key("me")) == 30
+    assert redis_conn.ttl(heartbeat_key(me)) == 30
     lost = db.Call.get_by_id(lost.id)
     assert (lost.status, lost.status_reason) == ("failed", "worker_lost") and lost.ended_at is not None
     assert db.Call.get_by_id(kept.id).status == "holding"
     assert db.Call.get_by_id(done.id).status == "busy"
     assert "uuid_kill c-lost" in switch.sent and "uuid_kill c-kept" not in switch.sent
     assert set(switch.channels) == {"c-kept"}
-    ended = {"status": "failed", "reason": "worker_lost", "reaped_by": "me"}
+    ended = {"status": "failed", "reason": "worker_lost", "reaped_by": me}
     assert published == [(lost.id, "call.ended", ended)]
 
     # A second reaper (another worker) finds nothing left to do and publishes nothing.
-    Reaper(redis_conn, [switch], "other", 10, publish=lambda *a: published.append(a)).tick()
+    Reaper(redis_conn, [switch], f"{uniq}-other", 10, publish=lambda *a: published.append(a)).tick()
     assert len(published) == 1
+    redis_conn.delete(*(heartbeat_key(w) for w in (alive, me, f"{uniq}-other")))
 
 
-def test_sweep_kills_legs_of_unknown_or_final_calls(database, redis_conn):
-    beat(redis_conn, "alive", 10)
-    live = _call("holding", "alive", company="c-live")
-    over = _call("canceled", "alive", company="c-over")
-    bridged = _call("transferred", "alive", company="c-br", desk="d-br")
+def test_sweep_kills_legs_of_unknown_or_final_calls(database, redis_conn, uniq):
+    alive = f"{uniq}-alive"
+    beat(redis_conn, alive, 10)
+    live = _call("holding", alive, company="c-live")
+    over = _call("canceled", alive, company="c-over")
+    bridged = _call("transferred", alive, company="c-br", desk="d-br")
     switch = Switch({"c-live": live.id, "c-over": over.id, "c-unknown": "nosuchcall", "c-br": bridged.id,
                      "d-br": bridged.id, "other": ""})
-    reaper = Reaper(redis_conn, [switch], "me", 10, publish=lambda *a: None)
+    reaper = Reaper(redis_conn, [switch], f"{uniq}-me", 10, publish=lambda *a: None)
     assert reaper.sweep_channels() == 2
     assert set(switch.channels) == {"c-live", "c-br", "d-br", "other"}
+    redis_conn.delete(heartbeat_key(alive))
 
 
-def test_publish_failure_does_not_stop_reaping(database, redis_conn):
-    lost = _call("ivr", "dead", company="c1")
+def test_publish_failure_does_not_stop_reaping(database, redis_conn, uniq):
+    lost = _call("ivr", f"{uniq}-dead", company="c1")
     switch = Switch({"c1": lost.id})
 
     def broken(*_a):
         raise ConnectionError("redis is restarting")
 
-    Reaper(redis_conn, [switch], "me", 10, publish=broken).tick()
+    Reaper(redis_conn, [switch], f"{uniq}-me", 10, publish=broken).tick()
+    redis_conn.delete(heartbeat_key(f"{uniq}-me"))
     assert db.Call.get_by_id(lost.id).status == "failed"
     assert switch.channels == {}

@@ -18,9 +18,9 @@ WAIT_S = 10.0
 
 
 @pytest.fixture
-def queue(redis_conn) -> Queue:
+def queue(redis_conn, uniq) -> Queue:
     runner_jobs.reset()
-    return Queue("hs-test", connection=redis_conn, serializer="json")
+    return Queue(f"hs-test-{uniq}", connection=redis_conn, serializer="json")
 
 
 @pytest.fixture

@@ -73,21 +73,22 @@ class _Rt:
         self.active: dict[str, _Session] = {}
 
 
-def test_control_hub_routes_messages_to_the_running_call(redis_conn):
+def test_control_hub_routes_messages_to_the_running_call(redis_conn, uniq):
     rt = _Rt()
     mine = _Session()
-    rt.active["c1"] = mine
+    c1 = f"{uniq}c1"
+    rt.active[c1] = mine
     hub = ControlHub(redis_conn, rt)  # type: ignore[arg-type]
     hub.start()
     try:
         assert hub.ready.wait(5)
         # psubscribe is confirmed asynchronously: publish until the hub has a subscriber
         with gevent.Timeout(5, AssertionError("hub never subscribed")):
-            while redis_conn.publish("hs:control:nobody", b'{"action":"hangup"}') == 0:
+            while redis_conn.publish(f"hs:control:{uniq}nobody", b'{"action":"hangup"}') == 0:
                 gevent.sleep(0.01)
-        redis_conn.publish("hs:control:c1", b'{"action":"dtmf","digits":"5"}')
-        redis_conn.publish("hs:control:c1", b"garbage")
-        redis_conn.publish("hs:control:c1", b'{"action":"hangup"}')
+        redis_conn.publish(f"hs:control:{c1}", b'{"action":"dtmf","digits":"5"}')
+        redis_conn.publish(f"hs:control:{c1}", b"garbage")
+        redis_conn.publish(f"hs:control:{c1}", b'{"action":"hangup"}')
         first: Msg = mine.inbox.get(timeout=5)
         second: Msg = mine.inbox.get(timeout=5)
         assert (first.kind, first.data) == ("ctl", {"action": "dtmf", "digits": "5"})
