@@ -118,6 +118,10 @@ def validate_request(body: Any, settings: Settings) -> dict[str, Any]:
         if device is None:
             raise UnknownDevice("no enabled device to ring; add one with POST /api/devices")
 
+    for ext in str((body.get("options") or {}).get("devices") or "").split(","):
+        if ext and db.Device.get_or_none((db.Device.extension == ext) & (db.Device.enabled == True)) is None:  # noqa: E712
+            raise UnknownDevice(f"options.devices: device {ext!r} does not exist or is disabled")
+
     request: dict[str, Any] = {
         "number": number,
         "intent": body["intent"].strip(),
