@@ -57,7 +57,8 @@ def test_any_split_of_the_bytes_gives_the_same_events(chunk):
 
 def test_hold_music_with_a_recorded_announcement_is_not_human():
     ann = level(sound(f"{PROMPTS}/queue-periodic-announce.wav"), -20)
-    x = add_noise(np.concatenate([music(8000, 20.0), silence(0.3), ann, silence(0.3), music(8000, 20.0, 80.0)]))
+    parts = [music(8000, 20.0), silence(0.3), ann, silence(0.3), music(8000, 20.0, 80.0)]
+    x = add_noise(np.concatenate(parts))
     det, events = run(x)
     assert det.outcome is None and det.finish() == "no_human"
     assert not kinds(events, "human")
