@@ -418,16 +418,21 @@ class CallSession:
         rounds = 1 + int(self.options.get("desk_retries", DESK_RETRIES))
         last = "user_no_answer"
         for attempt in range(rounds):
+            outcomes = []
             for ext in devices:
                 outcome = self._ring_desk(ext)
                 if outcome == "answered":
                     if self.options.get("screen") and not self._screen():
                         self._kill(self.desk_uuid)
-                        last = "user_no_answer"
-                        continue
-                    self._bridge()
-                    return
-                last = outcome
+                        outcome = "user_no_answer"
+                    else:
+                        self._bridge()
+                        return
+                outcomes.append(outcome)
+            unavailable = all(o == "device_unavailable" for o in outcomes)
+            last = "device_unavailable" if unavailable else "user_no_answer"
+            if unavailable:
+                break  # no device is registered: ringing again cannot help
             if attempt + 1 < rounds:
                 self._broadcast(self.company_uuid, self.rt.prompts.reassure())
                 self._event("agent.prompt", {"prompt": "reassure"})
