@@ -7,7 +7,8 @@ star codes).  It returns the E.164 string (``+15550100100``) or raises:
 - `InvalidNumber`          not a dialable international number (with a hint),
 - `EmergencyNumber`        an emergency service in any form (bare, ``+1 911``, ``9-911``),
 - `PremiumRateNumber`      premium-rate / revenue-share / satellite ranges (toll fraud),
-- `DestinationNotAllowed`  a country outside `Settings.allowed_country_codes` (toll fraud),
+- `DestinationNotAllowed`  a country outside `Settings.allowed_country_codes` (toll fraud), including
+                           +1 Caribbean area codes billed internationally unless "1NPA" is listed,
 
 Accepted input: a leading ``+`` and digits, or a full NANP ``1XXXXXXXXXX``;
 spaces, dashes, dots and parentheses are ignored.  Anything else (letters,
@@ -110,6 +111,18 @@ NANP_SERVICE_CODES: dict[str, str] = {
     "611": "carrier repair service",
     "711": "telecommunications relay service",
     "811": "call before you dig",
+}
+
+# NANP area codes outside the US and Canada: dialled as +1 but billed at international rates, and
+# the classic "one ring" / IRSF targets.  Refused unless listed as "1NPA" in allowed_country_codes
+# (ALLOWED_COUNTRY_CODES=1,1876 allows Jamaica).
+NANP_INTERNATIONAL_NPAS: dict[str, str] = {
+    "242": "Bahamas", "246": "Barbados", "264": "Anguilla", "268": "Antigua and Barbuda",
+    "284": "British Virgin Islands", "345": "Cayman Islands", "441": "Bermuda", "473": "Grenada",
+    "649": "Turks and Caicos", "658": "Jamaica", "876": "Jamaica", "664": "Montserrat",
+    "721": "Sint Maarten", "758": "Saint Lucia", "767": "Dominica", "784": "Saint Vincent",
+    "809": "Dominican Republic", "829": "Dominican Republic", "849": "Dominican Republic",
+    "868": "Trinidad and Tobago", "869": "Saint Kitts and Nevis",
 }
 
 _SEPARATORS = re.compile(r"[\s\-().\u00a0]")
@@ -231,7 +244,12 @@ def validate_destination(number: str, allowed_country_codes: Iterable[str]) -> s
             raise PremiumRateNumber(
                 f"{e164} is in a premium-rate or revenue-share range ({PREMIUM_PREFIXES[prefix]}); refused"
             )
-    allowed = tuple(allowed_country_codes)
+    allowed = tuple(c.strip().lstrip("+") for c in allowed_country_codes)
+    if digits.startswith("1") and digits[1:4] in NANP_INTERNATIONAL_NPAS and digits[:4] not in allowed:
+        raise DestinationNotAllowed(
+            f"{e164} is in {NANP_INTERNATIONAL_NPAS[digits[1:4]]} (+1 {digits[1:4]}, international rates); "
+            f"add 1{digits[1:4]} to ALLOWED_COUNTRY_CODES to dial it"
+        )
     if country_code_of(e164, allowed) is None:
         shown = ", ".join("+" + c.lstrip("+") for c in allowed) or "none"
         raise DestinationNotAllowed(

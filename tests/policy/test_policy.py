@@ -19,6 +19,8 @@ ACCEPTED = [
     ("+44 20 7946 0000", ("1", "44"), "+442079460000"),
     ("+442079460000", ("+44",), "+442079460000"),         # "+44" in settings is tolerated
     ("+33 1 40 00 00 00", ("33",), "+33140000000"),
+    ("+1 876 555 0100", ("1", "1876"), "+18765550100"),     # Jamaica, explicitly allowed
+    ("+1 787 555 0100", US, "+17875550100"),                # Puerto Rico is domestic
 ]
 
 
@@ -67,6 +69,9 @@ REFUSED = [
     ("+44 20 7946 0000", US, errors.DestinationNotAllowed),
     ("+15550100100", ("44",), errors.DestinationNotAllowed),
     ("+15550100100", (), errors.DestinationNotAllowed),
+    ("+1 876 555 0100", US, errors.DestinationNotAllowed),      # NANP, but international rates
+    ("1-809-555-0100", US, errors.DestinationNotAllowed),
+    ("+1 876 555 0100", ("1", "1809"), errors.DestinationNotAllowed),
     # NANP service codes
     ("+1 411 555 0100", US, errors.InvalidNumber),
     ("+1 211 555 0100", US, errors.InvalidNumber),
