@@ -19,19 +19,19 @@ Settings.database_url.
 
 from __future__ import annotations
 
-import datetime as dt
+# Nothing heavy is imported at module level: `python -m web` runs this file before
+# web/__main__.py, whose first act must be gevent's monkey.patch_all().
 import hashlib
 import hmac
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-from flask import Flask, g, request
+if TYPE_CHECKING:
+    from flask import Flask
 
-from worker import db, queueing
-from worker.config import Settings
+    from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,14 @@ def _secret_key(settings: Settings) -> bytes:
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    import datetime as dt
+
+    import redis
+    from flask import Flask, g, request
+
+    from worker import db, queueing
+    from worker.config import Settings
+
     app = Flask(__name__)
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,

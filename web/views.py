@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
@@ -14,6 +15,12 @@ from worker.errors import HoldSlayerError
 
 bp = Blueprint("views", __name__)
 RECENT_CALLS = 20
+
+
+@bp.app_template_filter("clock")
+def clock(ts: float) -> str:
+    """Epoch seconds as HH:MM:SS.mmm UTC (the call page's event times; call.js renders the same)."""
+    return dt.datetime.fromtimestamp(float(ts), dt.UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _form_context(**extra: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@
   const statusEl = document.getElementById("status");
   const reasonEl = document.getElementById("reason");
   const live = document.getElementById("live");
-  const seen = new Set(Array.from(list.children).map((li) => li.dataset.type + "@" + li.querySelector("time").textContent));
+  const seen = new Set(Array.from(list.children).map((li) => li.dataset.type + "@" + li.dataset.ts));
   const STATUS_BY_EVENT = {
     "call.queued": "queued", "call.dialing": "dialing", "call.ringing": "ringing", "call.answered": "ivr",
     "hold.started": "holding", "human.detected": "human_detected", "device.ringing": "connecting",
@@ -21,8 +21,9 @@
     seen.add(key);
     const li = document.createElement("li");
     li.dataset.type = ev.type;
+    li.dataset.ts = ev.ts;
     const t = document.createElement("time");
-    t.textContent = ev.ts;
+    t.textContent = new Date(ev.ts * 1000).toISOString().slice(11, 23);
     const b = document.createElement("b");
     b.textContent = ev.type;
     const code = document.createElement("code");
