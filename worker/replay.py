@@ -11,14 +11,20 @@ Exit status 2 when a file cannot be used (its line then has an "error").
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
-import wave
-from collections.abc import Sequence
+import os
 
-from worker.audio.detector import HoldDetector
+# one stream per core: numpy's BLAS must not spin extra threads (they would only burn CPU here)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import wave  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from worker.audio.detector import HoldDetector  # noqa: E402
 
 CHUNK_FRAMES = 3000          # frames fed per call (60 s): same answers as frame by frame, faster
 

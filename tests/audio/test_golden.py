@@ -39,7 +39,7 @@ def make(name: str, rate: int) -> np.ndarray:
 GOLDEN = {
     ("asterisk_prompt", 8000): "silence*42 music*33 speech*350 silence*41",
     ("opsound_music", 8000): "silence*14 music*286",
-    ("espeak_speech", 8000): "silence*40 music*15 speech*110 silence*50",
+    ("espeak_speech", 8000): "silence*39 music*16 speech*110 silence*50",
     ("silence", 8000): "silence*100",
     ("ringback_na", 8000): "silence*36 ringback*79 silence*202 ringback*33",
     ("busy_na", 8000): "silence*206 busy*35 silence*15 busy*35 silence*9",
@@ -47,7 +47,7 @@ GOLDEN = {
     ("beep", 8000): "silence*31 beep*31 silence*9",
     ("asterisk_prompt", 16000): "silence*42 music*33 speech*350 silence*41",
     ("opsound_music", 16000): "silence*14 music*286",
-    ("espeak_speech", 16000): "silence*40 music*15 speech*110 silence*50",
+    ("espeak_speech", 16000): "silence*39 music*16 speech*110 silence*50",
     ("silence", 16000): "silence*100",
     ("ringback_na", 16000): "silence*38 ringback*77 silence*203 ringback*32",
     ("busy_na", 16000): "silence*206 busy*35 silence*15 busy*35 silence*9",

@@ -30,7 +30,7 @@ class ClassifierParams:
     active_over_floor_db: float = 7.0  # a frame this far above the floor carries sound
     active_min_db: float = -58.0       # and is at least this loud, dBFS
     lost_frame_db: float = -90.0       # quieter than this is a lost packet or digital zero, not the floor
-    noise_flatness: float = 0.45       # flatter than this (0..1) is noise, not music or speech
+    noise_flatness: float = 0.75       # flatter than this (0..1) is noise, not music or speech
     window_s: float = 1.0              # speech/music statistics window, s
     dip_db: float = 15.0               # a frame this far under the window's loudest is a dip (syllable gap)
     flux_ref: float = 0.12             # spectral flux between music (~0.09) and speech (~0.16)

@@ -41,7 +41,7 @@ class Features:
     tonality: np.ndarray      # share of band power in the two strongest spectral peaks, 0..1
     purity: np.ndarray        # share of band power in the strongest peak alone, 0..1
     flux: np.ndarray          # spectral change against the previous frame, 0 (same) .. 1 (unrelated)
-    flatness: np.ndarray      # spectral flatness (geometric / arithmetic mean), 0 (tonal) .. 1 (white)
+    flatness: np.ndarray      # spectral flatness over the FP_BANDS bands, 0 (tonal) .. 1 (white)
     f1: np.ndarray            # frequency of the strongest peak, Hz (interpolated; exact for DTMF-like)
     f2: np.ndarray            # frequency of the second peak, Hz
     level2_db: np.ndarray     # level of the second peak relative to the first, dB (<= 0)
@@ -71,6 +71,8 @@ class FeatureExtractor:
         self.fine_band = np.flatnonzero((fine_freqs >= BAND_LO_HZ) & (fine_freqs <= BAND_HI_HZ))
         self._prev_spec: np.ndarray | None = None
         self.bands = _band_matrix(freqs[self.band], FP_BANDS)
+        self.band_bins = np.maximum(self.bands.sum(axis=0), 1.0)
+        self._cols = np.arange(len(self.band))
         self._prev_bands: np.ndarray | None = None
 
     # -- public -------------------------------------------------------------------
@@ -79,50 +81,59 @@ class FeatureExtractor:
         if frames.ndim != 2 or frames.shape[1] != self.n:
             raise ValueError(f"expected frames of {self.n} samples, got shape {frames.shape}")
         count = frames.shape[0]
-        power = np.mean(frames * frames, axis=1)
+        sq = frames * frames
+        quarters = sq.reshape(count, 4, -1).mean(axis=2)
+        power = quarters.mean(axis=1)
         energy_db = 10.0 * np.log10(power + 1e-10)
+        coverage = np.mean(quarters > 0.3 * quarters.max(axis=1, keepdims=True), axis=1)
 
-        spec = np.abs(np.fft.rfft(frames * self.window, n=self.nfft, axis=1)) ** 2
-        band = spec[:, self.band] + 1e-12
+        spec = np.fft.rfft(frames * self.window, n=self.nfft, axis=1)[:, self.band[0]:self.band[-1] + 1]
+        band = spec.real * spec.real + spec.imag * spec.imag + 1e-12
         total = band.sum(axis=1)
         rows = np.arange(count)
         k1 = np.argmax(band, axis=1)
-        peak1 = _peak_power(band, k1)
-        masked = band.copy()
-        for d in (-4, -3, -2, -1, 0, 1, 2, 3, 4):
-            masked[rows, np.clip(k1 + d, 0, band.shape[1] - 1)] = 0.0
-        k2 = np.argmax(masked, axis=1)
-        peak2 = _peak_power(band, k2)
+        k2 = np.where(np.abs(self._cols[None, :] - k1[:, None]) > 4, band, 0.0).argmax(axis=1)
+        csum = np.cumsum(np.pad(band, ((0, 0), (3, 2))), axis=1)
+        peak1 = csum[rows, k1 + 5] - csum[rows, k1]       # five bins around each peak
+        peak2 = csum[rows, k2 + 5] - csum[rows, k2]
         tonality = np.minimum(1.0, (peak1 + peak2) / total)
         purity = np.minimum(1.0, peak1 / total)
 
-        logb = np.log(band)
-        flatness = np.exp(logb.mean(axis=1)) / (total / band.shape[1])
-
         # flux: 1 - cosine similarity of consecutive (square-root) spectra
         mag = np.sqrt(band)
-        mag /= np.linalg.norm(mag, axis=1, keepdims=True)
+        mag /= np.sqrt(total)[:, None]
         prev = np.empty_like(mag)
         prev[1:] = mag[:-1]
         prev[0] = mag[0] if self._prev_spec is None else self._prev_spec
         flux = 1.0 - np.sum(mag * prev, axis=1)
         self._prev_spec = mag[-1].copy()
 
-        base = self.band[0]
-        f1 = (base + k1 + _parabolic(band, k1)) * self.bin_hz
-        f2 = (base + k2 + _parabolic(band, k2)) * self.bin_hz
-        lvl2 = 10.0 * np.log10(band[rows, k2] / band[rows, k1])
+        bands = band @ self.bands
+        per_bin = bands / self.band_bins
+        flatness = np.exp(np.log(per_bin).mean(axis=1)) / per_bin.mean(axis=1)
+
+        # peak frequencies, for frames that may be tones only
+        f1 = np.zeros(count)
+        f2 = np.zeros(count)
+        lvl2 = np.full(count, -100.0)
+        cand = np.flatnonzero((tonality >= DTMF_MIN_TONALITY) & (energy_db > -60.0))
+        if len(cand):
+            sub, c1, c2 = band[cand], k1[cand], k2[cand]
+            base = self.band[0]
+            f1[cand] = (base + c1 + _parabolic(sub, c1)) * self.bin_hz
+            f2[cand] = (base + c2 + _parabolic(sub, c2)) * self.bin_hz
+            r = np.arange(len(cand))
+            lvl2[cand] = 10.0 * np.log10(sub[r, c2] / sub[r, c1])
         # exact frequencies where they matter (DTMF tolerances): fine spectrum, few frames
         lo, hi = np.minimum(f1, f2), np.maximum(f1, f2)
-        fine = np.flatnonzero((tonality >= DTMF_MIN_TONALITY) & (energy_db > -60.0)
-                              & (lo > DTMF_LOW_BAND[0]) & (lo < DTMF_LOW_BAND[1])
+        fine = np.flatnonzero((lo > DTMF_LOW_BAND[0]) & (lo < DTMF_LOW_BAND[1])
                               & (hi > DTMF_HIGH_BAND[0]) & (hi < DTMF_HIGH_BAND[1]))
         if len(fine):
             f1[fine], f2[fine], lvl2[fine] = fine_peaks(
                 frames[fine], self.window, self.fine_nfft, self.fine_band, self.fine_hz)
 
         # fingerprint words: sign of the band-energy difference across frequency, changed over time
-        be = np.log(band @ self.bands + 1e-9)
+        be = np.log(bands + 1e-9)
         dfreq = be[:, 1:] - be[:, :-1]
         prevd = np.empty_like(dfreq)
         prevd[1:] = dfreq[:-1]
@@ -130,8 +141,6 @@ class FeatureExtractor:
         self._prev_bands = dfreq[-1].copy()
         bitsm = (dfreq - prevd) > 0
         bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[1], dtype=np.uint16)).sum(axis=1)
-        quarters = np.mean((frames * frames).reshape(count, 4, -1), axis=2)
-        coverage = np.mean(quarters > 0.3 * quarters.max(axis=1, keepdims=True), axis=1)
         shape = be * (10.0 / np.log(10.0))
         shape -= shape.mean(axis=1, keepdims=True)
         return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2, bits.astype(np.uint16),
