@@ -69,11 +69,15 @@ SEGMENTS: dict[str, tuple[str, int, int]] = {
     "sip.playback_stop": ("esl_sip_call", 46, 48),
     "sip.media_bug_stop": ("esl_sip_call", 37, 37),
     "sip.dtmf": ("esl_sip_call", 41, 41),
+    # a desk leg (user/1000) killed while parked: HANGUP, frames 49-57 (skips the playback events)
+    "desk.hangup.parked": ("esl_sip_call", 44, 44),
+    "desk.hangup.parked+": ("esl_sip_call", 49, 57),
 }
 # single non-channel events: name -> (capture, frame)
 SINGLES: dict[str, tuple[str, int]] = {
     "api": ("gw_answer_fork_bridge", 46),
     "background_job": ("gw_answer_fork_bridge", 47),
+    "heartbeat": ("gw_ivr_dtmf", 66),
 }
 
 
@@ -166,7 +170,10 @@ def build(capdir: Path) -> dict:
                 continue
             core = d["Core-UUID"]
             items.append({"role": role, "headers": templatize(headers, role, meta, core), "body": ebody})
-        result["segments"][seg] = items
+        if seg.endswith("+"):
+            result["segments"][seg[:-1]].extend(items)
+        else:
+            result["segments"][seg] = items
     for name, (cap, n) in SINGLES.items():
         hdrs, body = cache[cap][n - 1]
         headers, ebody = parse_event(body)

@@ -37,7 +37,7 @@ SETUP_DELAY_S = 0.05  # media seconds between INVITE and the far end's first rep
 REFUSE_DELAY_S = 0.05
 DTMF_GAP_S = 0.15  # between digits of one uuid_send_dtmf (RFC 2833 duration + gap)
 DTMF_DURATION = "2080"
-MIN_WAKE_S = 0.004          # media greenlets wake at most every 4 ms; faster speeds batch frames per wake-up
+MIN_WAKE_S = 0.004  # media greenlets wake at most every 4 ms; faster speeds batch frames per wake-up
 _SILENT = np.zeros(audio.FRAME_SAMPLES, dtype=np.int16)  # DTMF-Duration the captured phone sent (samples)
 REFUSE_CAUSE = {"busy": "USER_BUSY", "unavailable": "NORMAL_TEMPORARY_FAILURE", "sit": "UNALLOCATED_NUMBER"}
 USAGE_ORIGINATE = (
@@ -688,6 +688,8 @@ class Engine:
             self._cleanup(peer)
             return
         seg = "gw.hangup.parked_remote" if origin == "remote" else "gw.hangup.parked_local"
+        if ch.family == "desk":
+            seg = "desk.hangup.parked"
         skip_l = [] if ch.forks else ["MEDIA_BUG_STOP"]
         if not ch.parked:
             skip_l += ["CHANNEL_UNPARK", "CHANNEL_EXECUTE_COMPLETE"]

@@ -39,6 +39,7 @@ from sim.scenario import AudioRenderer, CompanyDirectory, Scenario
 log = logging.getLogger(__name__)
 
 FIRST_PACKET_TIMEOUT_S = 25.0
+HEARTBEAT_S = 20.0  # FreeSWITCH sends HEARTBEAT every 20 s (wall clock, not scaled by speed)
 VERSION = (
     "FreeSWITCH Version 1.10.12-release+git~20240802T210227Z~a88d069d6f~64bit "
     "(git a88d069 2024-08-02 21:02:27Z 64bit)\n"
@@ -106,12 +107,14 @@ class SimSwitch:
         )
         self.connections: set[EslConnection] = set()
         self._server: StreamServer | None = None
+        self._heartbeat: gevent.Greenlet | None = None
         self.global_vars = {"domain": sip_domain, "local_ip_v4": "127.0.0.1", "hostname": hostname}
 
     # -- in-process API ---------------------------------------------------------------------------------
     def start(self) -> SimSwitch:
         self._server = StreamServer((self.host, self._port), self._accept)
         self._server.start()
+        self._heartbeat = gevent.spawn(self._heartbeats)
         log.info("sim: ESL listening on %s:%s (speed %s)", self.host, self.port, self.engine.speed)
         return self
 
@@ -125,7 +128,18 @@ class SimSwitch:
     def speed(self) -> float:
         return self.engine.speed
 
+    def _heartbeats(self) -> None:
+        while True:
+            gevent.sleep(HEARTBEAT_S)
+            self.emit(
+                self.factory.heartbeat(
+                    time.time() - self.started_at, len(self.channels()), self.engine.sessions_since_start
+                )
+            )
+
     def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.kill(block=False)
         if self._server is not None:
             self._server.stop(timeout=1)
         for conn in list(self.connections):
@@ -180,7 +194,7 @@ class EslConnection:
         self.held: list[bytes] = []
         self.out: gevent.queue.Queue = gevent.queue.Queue()
         self.closing = False
-        self.writes = 0                  # sendall calls (tests check that fragment mode really splits)
+        self.writes = 0  # sendall calls (tests check that fragment mode really splits)
         self.writer: gevent.Greenlet | None = None
 
     # -- output ------------------------------------------------------------------------------------

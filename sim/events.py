@@ -353,7 +353,7 @@ class EventFactory:
         now = self.clock()
         headers: list[tuple[str, str]] = []
         for name, value in tpl.headers:
-            if name.startswith(("Job-", "API-")):
+            if name.startswith(("Job-", "API-")) and single != "heartbeat":
                 continue
             core = self._core_value(name, now)
             headers.append((name, core if core is not None else value))
@@ -366,6 +366,22 @@ class EventFactory:
             [("Job-UUID", job_uuid), ("Job-Command", command), ("Job-Command-Arg", arg)],
             body,
         )
+
+    def heartbeat(self, uptime_s: float, sessions: int, since_startup: int) -> Event:
+        ev = self._plain("heartbeat", [], None)
+        days, rem = divmod(int(uptime_s), 86400)
+        hours, rem = divmod(rem, 3600)
+        minutes, secs = divmod(rem, 60)
+        ms = int((uptime_s - int(uptime_s)) * 1000)
+        values = {
+            "Up-Time": f"0 years, {days} days, {hours} hours, {minutes} minutes, {secs} seconds, "
+            f"{ms} milliseconds, 0 microseconds",
+            "Uptime-msec": str(int(uptime_s * 1000)),
+            "Session-Count": str(sessions),
+            "Session-Since-Startup": str(since_startup),
+        }
+        ev.headers = [(n, values.get(n, v)) for n, v in ev.headers]
+        return ev
 
     def api(self, command: str, arg: str) -> Event:
         return self._plain("api", [("API-Command", command), ("API-Command-Argument", arg)], None)

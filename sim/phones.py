@@ -36,7 +36,7 @@ class Phone:
     bridged_to: str | None = None  # company channel uuid while/after bridged
     bridged_event: gevent.event.Event = field(default_factory=gevent.event.Event)
     answered_event: gevent.event.Event = field(default_factory=gevent.event.Event)
-    audio_event: gevent.event.Event = field(default_factory=gevent.event.Event)   # set on each received frame
+    audio_event: gevent.event.Event = field(default_factory=gevent.event.Event)  # set on each received frame
     _heard: list[np.ndarray] = field(default_factory=list)
 
     @property

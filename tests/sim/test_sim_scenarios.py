@@ -281,3 +281,37 @@ def test_phone_specs() -> None:
     ):
         with pytest.raises(PhoneSpecError):
             parse_phones(bad)
+
+
+def test_parked_desk_leg_killed_like_the_captured_sip_leg(c: RawEsl) -> None:
+    from sim_esl_client import need_captures, parse_frames, parse_plain_event
+
+    frames, _ = parse_frames((need_captures() / "sip_call" / "esl_sip_call.recv.bin").read_bytes())
+    want = []
+    for n in [44, *range(49, 58)]:
+        headers, _ = parse_plain_event(frames[n - 1][2])
+        want.append([name for name, _ in headers])
+    d = U.format(0)
+    originate(c, "user/1000@127.0.0.1", d)
+    assert job_body(c, d) == f"+OK {d}\n"
+    assert c.api(f"uuid_kill {d}") == "+OK\n"
+    c.wait_event(lambda m: m.name == "CHANNEL_STATE" and m.get("Channel-State") == "CS_DESTROY")
+    got = [m for m in c.log if m.is_event and m.get("Unique-ID") == d]
+    got = got[[m.name for m in got].index("CHANNEL_HANGUP") :]
+    assert [m.name for m in got] == [
+        "CHANNEL_HANGUP",
+        "CHANNEL_UNPARK",
+        "CHANNEL_EXECUTE_COMPLETE",
+        "CHANNEL_STATE",
+        "CHANNEL_CALLSTATE",
+        "PRESENCE_IN",
+        "CHANNEL_STATE",
+        "CHANNEL_HANGUP_COMPLETE",
+        "CHANNEL_DESTROY",
+        "CHANNEL_STATE",
+    ]
+    # channel block and event-specific headers as captured (variables are this call's own)
+    for g, w in zip(got, want, strict=True):
+        assert [n for n, _ in g.headers if not n.startswith("variable_")] == [
+            n for n in w if not n.startswith("variable_")
+        ]

@@ -117,3 +117,19 @@ def test_command_parser_rejects_bad_length() -> None:
     p.feed(b"sendmsg u\nContent-Length: -4\n\n")
     with pytest.raises(wire.ProtocolError):
         p.next_command()
+
+
+def test_heartbeat_has_the_captured_header_names() -> None:
+    from sim_esl_client import parse_plain_event
+
+    from sim.events import EventFactory
+
+    frames, _ = parse_frames((need_captures() / "gateway" / "gw_ivr_dtmf.recv.bin").read_bytes())
+    want = [n for n, _ in parse_plain_event(frames[65][2])[0]]
+    ev = EventFactory("core-uuid").heartbeat(3723.5, 2, 17)
+    assert [n for n, _ in ev.headers] == want
+    assert (
+        ev.get("Up-Time")
+        == "0 years, 0 days, 1 hours, 2 minutes, 3 seconds, 500 milliseconds, 0 microseconds"
+    )
+    assert ev.get("Uptime-msec") == "3723500" and ev.get("Session-Count") == "2"
