@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import redis
-from flask import current_app, g
+from flask import current_app, g, request
 
 from web.errors import InvalidJson
 from worker import db, queueing, ratelimit
@@ -30,8 +30,6 @@ def _no_constants(name: str) -> Any:
 
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object, or InvalidJson (400) saying what is wrong with it."""
-    from flask import request
-
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise InvalidJson("the request body must be a JSON object; it is empty")
@@ -57,12 +55,12 @@ def call_links(call_id: str) -> dict[str, str]:
 
 def launch_call(body: Any, source: str) -> db.Call:
     """Validate, rate-limit (per key), store, publish and enqueue.  Nothing is created on any error."""
-    request = queueing.validate_request(body, settings())
+    validated = queueing.validate_request(body, settings())
     limit = settings().launch_rate_per_minute
     allowed, retry_after = ratelimit.check(redis_conn(), f"launch:{g.key_id}", limit, RATE_WINDOW_S)
     if not allowed:
         exc = RateLimited(f"at most {limit} call launches per minute; retry in {retry_after} s")
         exc.retry_after = retry_after  # type: ignore[attr-defined]
         raise exc
-    call, _job = queueing.launch_validated(redis_conn(), request, settings(), source=source)
+    call, _job = queueing.launch_validated(redis_conn(), validated, settings(), source=source)
     return call
