@@ -10,6 +10,7 @@ import json
 import socket
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import gevent
@@ -33,7 +34,10 @@ def parse_frames(data: bytes) -> tuple[list[tuple[dict[str, str], list[tuple[str
         if j < 0:
             break
         head = data[i:j].decode()
-        pairs = [tuple(line.split(": ", 1)) for line in head.split("\n")]
+        pairs: list[tuple[str, str]] = []
+        for line in head.split("\n"):
+            name, _, value = line.partition(": ")
+            pairs.append((name, value))
         hdrs = dict(pairs)
         n = int(hdrs.get("Content-Length", "0"))
         if len(data) < j + 2 + n:
@@ -159,7 +163,7 @@ class RawEsl:
         assert msg.ctype == "api/response", msg
         return msg.raw_body.decode()
 
-    def wait_event(self, pred, timeout: float = TIMEOUT) -> Msg:  # type: ignore[no-untyped-def]
+    def wait_event(self, pred: Callable[[Msg], bool], timeout: float = TIMEOUT) -> Msg:
         for ev in self.events:
             if pred(ev):
                 self.events.remove(ev)

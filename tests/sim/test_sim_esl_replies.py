@@ -155,7 +155,7 @@ def test_filter_drops_events_without_the_header(esl: RawEsl) -> None:
     assert esl.command("filter delete all").outer["Reply-Text"] == "+OK filter deleted. [all][]"
 
 
-def test_fragmented_writes_are_still_framed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fragmented_writes_are_still_framed() -> None:
     from sim_esl_client import COMPANIES
 
     sw = SimSwitch(companies_dir=COMPANIES, speed=20, write_mode="fragment", seed=7).start()
@@ -171,3 +171,41 @@ def test_fragmented_writes_are_still_framed(tmp_path) -> None:  # type: ignore[n
         c.close()
     finally:
         sw.stop()
+
+
+def test_api_originate_blocks_events_until_its_reply(esl: RawEsl) -> None:
+    esl.command("event plain ALL")
+    uuid = "3c3c3c3c-1111-4222-8333-444455556666"
+    reply = esl.command(f"api originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550102 &park()")
+    assert reply.raw_body == f"+OK {uuid}\n".encode()
+    i = esl.log.index(reply)
+    assert not [
+        m for m in esl.log[:i] if m.is_event and m.get("Unique-ID") == uuid
+    ]  # all queued behind the reply
+    esl.command("api uuid_exists x")
+    after = [m.name for m in esl.log[i:] if m.is_event and m.get("Unique-ID") == uuid]
+    assert after[:3] == ["CHANNEL_OUTGOING", "CHANNEL_STATE", "CHANNEL_CREATE"] and "CHANNEL_PARK" in after
+    assert esl.api("hupall NORMAL_CLEARING") == "+OK hangup all channels with cause NORMAL_CLEARING\n"
+    hc = esl.wait_event(lambda m: m.name == "CHANNEL_HANGUP_COMPLETE" and m.get("Unique-ID") == uuid)
+    assert hc.get("Hangup-Cause") == "NORMAL_CLEARING"
+
+
+def test_sendmsg_execute_and_hangup(esl: RawEsl) -> None:
+    esl.command("event plain ALL")
+    uuid = "4d4d4d4d-1111-4222-8333-444455556666"
+    esl.api(f"originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550102 &park()")
+    reply = esl.command(
+        f"sendmsg {uuid}\ncall-command: execute\nexecute-app-name: playback\n"
+        "execute-app-arg: silence_stream://200\nEvent-UUID: app-1"
+    )
+    assert reply.outer["Reply-Text"] == "+OK"
+    done = esl.wait_event(
+        lambda m: m.name == "CHANNEL_EXECUTE_COMPLETE" and m.get("Application") == "playback"
+    )
+    assert done.get("Application-UUID") == "app-1"
+    assert (
+        esl.command(f"sendmsg {uuid}\ncall-command: hangup\nhangup-cause: USER_BUSY").outer["Reply-Text"]
+        == "+OK"
+    )
+    hc = esl.wait_event(lambda m: m.name == "CHANNEL_HANGUP_COMPLETE" and m.get("Unique-ID") == uuid)
+    assert hc.get("Hangup-Cause") == "USER_BUSY"

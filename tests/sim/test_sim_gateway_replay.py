@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sim_esl_client import Msg, RawEsl, WsSink, need_captures, parse_frames, parse_plain_event
 
 from sim.esl_server import SimSwitch
 
-CASES = {
+CASES: dict[str, tuple[str, str, str, dict[str, Any], str]] = {
     # case: (a-leg uuid, job uuid, number, scenario overrides, originate extra vars)
     "gw_answer_fork_bridge": (
         "62fe4c81-2fa6-44a6-a85b-fe1524d7db77",
@@ -119,7 +121,7 @@ def simulated(client: RawEsl, uuids: dict[str, str], jobs: dict[str, str]) -> li
     return leg_view([(m.headers, m.body) for m in client.log if m.is_event], uuids, jobs)
 
 
-def is_ev(name: str, uuid: str, **headers: str):  # type: ignore[no-untyped-def]
+def is_ev(name: str, uuid: str, **headers: str) -> Callable[[Msg], bool]:
     def pred(m: Msg) -> bool:
         return (
             m.name == name and m.get("Unique-ID") == uuid and all(m.get(k) == v for k, v in headers.items())

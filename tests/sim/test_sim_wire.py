@@ -52,7 +52,8 @@ def test_plain_serialisation_reproduces_captured_events_byte_for_byte(capture: s
         text = body.decode()
         k = text.find("\n\n")
         head, rest = text[:k], text[k + 2 :]
-        headers, inner = [], None
+        headers: list[tuple[str, str]] = []
+        inner = None
         for line in head.split("\n"):
             n, v = line.split(": ", 1)
             if n == "Content-Length" and headers:
