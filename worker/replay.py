@@ -56,14 +56,16 @@ def replay_file(path: str) -> dict:
     det = HoldDetector(sample_rate=rate)
     timeline: list[list] = []
     chunk = CHUNK_FRAMES * det.frame_bytes
-    for off in range(0, len(pcm), chunk):
-        for ev in det.feed(pcm[off:off + chunk]):
+    batches = (det.feed(pcm[off:off + chunk]) for off in range(0, len(pcm), chunk))
+    for events in [*batches, det.flush()]:
+        for ev in events:
             if ev.kind == "state":
                 timeline.append([ev.t, ev.state])
             elif ev.kind in ("likely_human", "human", "voicemail", "sit", "busy"):
                 timeline.append([ev.t, ev.kind])
+    outcome = det.finish()
     cpu = time.process_time() - t0
-    return {"file": path, "human_at": det.human_at, "outcome": det.finish(), "timeline": timeline,
+    return {"file": path, "human_at": det.human_at, "outcome": outcome, "timeline": timeline,
             "audio_seconds": round(len(pcm) / 2 / rate, 3), "cpu_seconds": round(cpu, 4),
             "likely_human_at": det.likely_human_at}
 

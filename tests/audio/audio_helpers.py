@@ -111,6 +111,7 @@ def run(x: np.ndarray, rate: int = 8000, chunk: int | None = None,
     else:
         for off in range(0, len(data), chunk):
             events += det.feed(data[off:off + chunk])
+    events += det.flush()
     return det, events
 
 

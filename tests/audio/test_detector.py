@@ -125,6 +125,7 @@ def test_transcript_hints():
     det.feed(data[:cut])
     assert det.transcript_hint("Thank you for holding, your call is important to us") == -1
     det.feed(data[cut:])
+    det.flush()
     assert det.outcome is None
     # a positive one makes the decision sooner
     plain, _ = run(x)
@@ -132,6 +133,7 @@ def test_transcript_hints():
     hinted.feed(data[:cut])
     assert hinted.transcript_hint("hi, my name is Anna, how can I help you") == 1
     hinted.feed(data[cut:])
+    hinted.flush()
     assert plain.human_at is not None and hinted.human_at is not None
     assert hinted.human_at < plain.human_at
     assert hinted.transcript_hint("the weather") == 0
@@ -158,9 +160,13 @@ def test_bad_input_gets_clear_errors():
 def test_partial_frames_wait_for_more_bytes():
     det = HoldDetector(8000)
     assert det.feed(b"\x00" * 319) == []
-    assert det.media_seconds == 0.0
+    assert det.flush() == [] and det.media_seconds == 0.0
     det.feed(b"\x00")
+    assert det.media_seconds == 0.0              # one frame waits for a batch (params.batch_frames)
+    det.flush()
     assert det.media_seconds == pytest.approx(0.02)
+    det.feed(b"\x00" * 320 * 5)
+    assert det.media_seconds == pytest.approx(0.12)
 
 
 def test_tone_then_silence_is_no_human():

@@ -1,0 +1,104 @@
+"""Detector cost: real-time factor per core, CPU per 20 ms frame, memory per stream, at 8 and 16 kHz.
+
+    python bench/detector.py [--seconds 120] [--streams 50]
+
+The audio is real: Debian opsound hold music with asterisk prompts between
+(converted by sox), the shape of a call on hold.  Three ways of feeding:
+60 s of frames per call (as replay does), 1 s per call, and one 20 ms frame
+per call (as the audio-fork endpoint does; the detector batches 5 frames
+before analysing, see DetectorParams.batch_frames).  CPU is process time on one
+thread; memory is what tracemalloc sees allocated per open stream.
+Prints a markdown table; writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")   # one stream per core: no BLAS helper threads
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from worker.audio.detector import HoldDetector  # noqa: E402
+
+MOH = "/usr/share/asterisk/moh"
+PROMPTS = "/usr/share/asterisk/sounds/en"
+
+
+def load(path: str, rate: int) -> np.ndarray:
+    args = ["sox", path, "-t", "raw", "-r", str(rate), "-c", "1", "-e", "signed", "-b", "16", "-"]
+    raw = subprocess.run(args, check=True, capture_output=True).stdout
+    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def call_audio(rate: int, seconds: float) -> bytes:
+    """Hold music with an announcement every ~25 s, with line noise."""
+    music = np.concatenate([load(p, rate) for p in sorted(glob.glob(f"{MOH}/*.wav"))[:2]])
+    prompt = load(f"{PROMPTS}/queue-periodic-announce.wav", rate)
+    parts, total, pos = [], 0, 0
+    while total < seconds * rate:
+        seg = music[pos:pos + 25 * rate]
+        pos = (pos + len(seg)) % (len(music) - 25 * rate)
+        parts += [seg, np.zeros(rate // 3, np.float32), prompt, np.zeros(rate // 3, np.float32)]
+        total += sum(len(p) for p in parts[-4:])
+    x = np.concatenate(parts)[: int(seconds * rate)]
+    x = x + np.random.default_rng(0).normal(0, 10 ** (-55 / 20), len(x)).astype(np.float32)
+    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def cpu_run(data: bytes, rate: int, frames_per_feed: int) -> tuple[float, int]:
+    det = HoldDetector(sample_rate=rate)
+    step = frames_per_feed * det.frame_bytes
+    t0 = time.process_time()
+    for off in range(0, len(data), step):
+        det.feed(data[off:off + step])
+    return time.process_time() - t0, len(data) // det.frame_bytes
+
+
+def memory_per_stream(data: bytes, rate: int, streams: int) -> float:
+    warm = data[: 10 * rate * 2]            # 10 s into each call: histories are full
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    dets = []
+    for _ in range(streams):
+        d = HoldDetector(sample_rate=rate)
+        for off in range(0, len(warm), 50 * d.frame_bytes):
+            d.feed(warm[off:off + 50 * d.frame_bytes])
+        dets.append(d)
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return used / streams
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=120.0, help="audio per measurement")
+    ap.add_argument("--streams", type=int, default=50, help="streams for the memory measurement")
+    a = ap.parse_args()
+    print("| rate | feeding | audio s | CPU s | real-time factor (1 core) | CPU per 20 ms frame "
+          "| memory per stream |")
+    print("|---|---|---|---|---|---|---|")
+    for rate in (8000, 16000):
+        data = call_audio(rate, a.seconds)
+        mem = memory_per_stream(data, rate, a.streams)
+        for label, per_feed in (("60 s per call (replay)", 3000), ("1 s per call", 50),
+                                ("20 ms per call (live fork)", 1)):
+            cpu, frames = cpu_run(data, rate, per_feed)
+            audio = frames * 0.02
+            print(f"| {rate} Hz | {label} | {audio:.0f} | {cpu:.3f} | {audio / cpu:,.0f}x | "
+                  f"{cpu / frames * 1e6:.1f} µs | {mem / 1024:.0f} KiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
