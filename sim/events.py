@@ -336,6 +336,8 @@ class EventFactory:
         return value
 
     def _cause_vars(self, block: list[tuple[str, str]], chan: ChannelView) -> list[tuple[str, str]]:
+        times = cdr_vars(chan.times)
+        block = [(n, times.get(n[9:], v)) for n, v in block]
         if not chan.hangup_cause:
             return block
         out = []
@@ -392,6 +394,57 @@ class EventFactory:
             (n, v) for n, v in ev.headers if n != "Event-Name"
         ]
         return ev
+
+
+_CDR_POINTS = {
+    "start": "created_us",
+    "profile_start": "created_us",
+    "answer": "answered_us",
+    "bridge": "bridged_us",
+    "progress": "progress_us",
+    "progress_media": "progress_media_us",
+    "end": "hangup_us",
+}
+
+
+def cdr_vars(times: dict[str, int]) -> dict[str, str]:
+    """CDR time variables (start_epoch, answer_uepoch, billsec, waitmsec...) from the channel's times (us)."""
+    out: dict[str, str] = {}
+    for point, key in _CDR_POINTS.items():
+        us = times.get(key, 0)
+        out[f"{point}_uepoch"] = str(us)
+        out[f"{point}_epoch"] = str(us // 1_000_000)
+        if us:
+            out[f"{point}_stamp"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(us / 1_000_000))
+    start = times.get("created_us", 0)
+    end = times.get("hangup_us", 0)
+    if not (start and end):
+        return out
+    answered = times.get("answered_us", 0)
+    spans = {
+        "duration": end - start,
+        "bill": end - answered if answered else 0,
+        "progress": times.get("progress_us", 0) - start if times.get("progress_us") else 0,
+        "answer": answered - start if answered else 0,
+        "wait": (times.get("bridged_us", 0) - start) if times.get("bridged_us") else 0,
+        "progress_media": times.get("progress_media_us", 0) - start if times.get("progress_media_us") else 0,
+        "flow_bill": end - start,
+    }
+    for name, us in spans.items():
+        us = max(0, us)
+        if name == "duration":
+            out["duration"], out["mduration"], out["uduration"] = (
+                str(us // 1_000_000),
+                str(us // 1000),
+                str(us),
+            )
+        else:
+            out[f"{name}sec"], out[f"{name}msec"], out[f"{name}usec"] = (
+                str(us // 1_000_000),
+                str(us // 1000),
+                str(us),
+            )
+    return out
 
 
 def _subst(value: Any, subs: dict[str, str]) -> str:
