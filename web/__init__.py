@@ -50,6 +50,7 @@ def _secret_key(settings: Settings) -> bytes:
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     import datetime as dt
 
+    import peewee as pw
     import redis
     from flask import Flask, g, request
 
@@ -81,10 +82,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["hs.redis"] = conn
     app.extensions["hs.queue"] = queueing.queue(conn, settings)
 
-    db.init_db(settings.database_url)
+    try:
+        db.init_db(settings.database_url)
+    except pw.OperationalError as exc:      # e.g. PostgreSQL still starting: retried on each request
+        log.error("database unavailable at start (%s); retrying on each request", exc.__class__.__name__)
 
     @app.before_request
     def _connect_db() -> None:
+        if request.endpoint == "health.healthz":
+            return                              # reports the database state itself
+        db.init_db(settings.database_url)      # a no-op once the tables exist
         db.database.connect(reuse_if_open=True)
 
     @app.teardown_request

@@ -13,6 +13,8 @@ import logging
 import re
 from typing import Any
 
+import peewee as pw
+import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -40,6 +42,16 @@ class Forbidden(HoldSlayerError):
     status = 403
 
 
+class DatabaseUnavailable(HoldSlayerError):
+    code = "database_unavailable"
+    status = 503
+
+
+class RedisUnavailable(HoldSlayerError):
+    code = "redis_unavailable"
+    status = 503
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -61,6 +73,12 @@ def to_response(exc: BaseException) -> Response:
         if challenge:
             resp.headers["WWW-Authenticate"] = challenge
         return resp
+    if isinstance(exc, (pw.OperationalError, pw.InterfaceError)):
+        log.error("database unavailable: %s", exc.__class__.__name__)
+        return to_response(DatabaseUnavailable("the database is unavailable; retry shortly"))
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        log.error("redis unavailable: %s", exc.__class__.__name__)
+        return to_response(RedisUnavailable("Redis is unavailable; retry shortly"))
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         resp = jsonify(error_body(_snake(exc.name), exc.description or exc.name))

@@ -9,7 +9,7 @@ import peewee as pw
 import redis
 from flask import Blueprint, jsonify
 
-from web.http import redis_conn
+from web.http import redis_conn, settings
 from worker import db
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ def healthz() -> Any:
         log.warning("healthz: redis down: %s", exc)
         checks["redis"] = f"down: {exc.__class__.__name__}"
     try:
+        db.init_db(settings().database_url)
         db.database.execute_sql("SELECT 1").fetchone()
         checks["database"] = "ok"
     except pw.PeeweeException as exc:

@@ -324,16 +324,24 @@ def connect(url: str) -> pw.Database:
 
 
 def init_db(url: str) -> pw.Database:
-    """Point the shared proxy at `url` and create missing tables.  Safe to call again (same or new url)."""
+    """Point the shared proxy at `url` and create missing tables.  Safe to call again (same or new url).
+
+    Cheap once it succeeded for `url` (the web calls it before every request until the database is up);
+    raises peewee.OperationalError while the server is unreachable, with the proxy already pointed at it.
+    """
     current = database.obj
-    if current is not None and getattr(current, "_hs_url", None) == url:
+    if current is not None and getattr(current, "_hs_ready_url", None) == url:
         return current
-    if current is not None and not current.is_closed():
-        current.close()
-    db = connect(url)
-    db._hs_url = url  # type: ignore[attr-defined]  # remembered so a second init_db(url) is a no-op
-    database.initialize(db)
+    if current is not None and getattr(current, "_hs_url", None) == url:
+        db = current
+    else:
+        if current is not None and not current.is_closed():
+            current.close()
+        db = connect(url)
+        setattr(db, "_hs_url", url)  # noqa: B010 - the url this Database was made from
+        database.initialize(db)
     with db.connection_context():
         db.create_tables(MODELS, safe=True)
+    setattr(db, "_hs_ready_url", url)  # noqa: B010 - tables exist: later calls are no-ops
     log.info("database ready: %s", db.__class__.__name__)
     return db

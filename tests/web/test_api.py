@@ -295,3 +295,20 @@ def test_reads_need_the_key_unless_public(client, make_app) -> None:
     public = create_app({"TESTING": True, "PUBLIC_READS": True, "SETTINGS": settings})
     assert public.test_client().get("/api/devices").status_code == 200
     assert public.test_client().post("/api/devices", json={"extension": "9"}).status_code == 401
+
+
+def test_database_down_at_start_then_up(make_app, redis_conn, tmp_path) -> None:
+    missing = tmp_path / "not-yet"                       # SQLite cannot open a file in a missing directory
+    url = f"sqlite:///{missing / 'hs.db'}"
+    app = make_app(database_url=url)                     # starts anyway
+    c = app.test_client()
+    health = c.get("/healthz")
+    assert health.status_code == 503 and health.json["database"].startswith("down")
+    resp = c.get("/api/devices", headers=AUTH)
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "database_unavailable"
+    assert c.post("/api/calls/hold-slayer", json=GOOD, headers=AUTH).status_code == 503
+    assert redis_conn.keys("rq:job:*") == []
+    missing.mkdir()                                      # the database comes up: same app, same url
+    assert c.get("/healthz").status_code == 200
+    assert c.post("/api/devices", json={"extension": "1000"}, headers=AUTH).status_code == 201
+    assert c.post("/api/calls/hold-slayer", json=GOOD, headers=AUTH).status_code == 202
