@@ -312,3 +312,17 @@ def test_database_down_at_start_then_up(make_app, redis_conn, tmp_path) -> None:
     assert c.get("/healthz").status_code == 200
     assert c.post("/api/devices", json={"extension": "1000"}, headers=AUTH).status_code == 201
     assert c.post("/api/calls/hold-slayer", json=GOOD, headers=AUTH).status_code == 202
+
+
+def test_redis_down_launch_is_503_and_leaves_nothing(make_app) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    app = make_app(redis_url=f"redis://127.0.0.1:{port}/0")
+    db.Device.create(extension="1000")
+    resp = app.test_client().post("/api/calls/hold-slayer", json=GOOD, headers=AUTH)
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "redis_unavailable"
+    assert db.Call.select().count() == 0 and db.CallEvent.select().count() == 0
