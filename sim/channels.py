@@ -556,14 +556,19 @@ class Engine:
         events = self.factory.segment(
             "sip.playback_start",
             {"a": ch},
-            overrides={"Application-Data": path, "Playback-File-Path": path, "Application-UUID": app_uuid},
+            overrides={
+                "Application-Data": path,
+                "Playback-File-Path": path,
+                "Playback-File-Type": _file_type(path),
+                "Application-UUID": app_uuid,
+            },
         )
         self.emit_all(events)
         ch.plays.append([pcm, 0, path, app_uuid])
         if ch.media is None:
             self._start_media(ch)
 
-    def _playback_done(self, ch: Channel, path: str, app_uuid: str) -> None:
+    def _playback_done(self, ch: Channel, path: str, app_uuid: str, status: str = "done") -> None:
         if ch.hungup:
             return
         self.emit_all(
@@ -573,11 +578,20 @@ class Engine:
                 overrides={
                     "Application-Data": path,
                     "Playback-File-Path": path,
+                    "Playback-File-Type": _file_type(path),
                     "Application-UUID": app_uuid,
                     "Application-Response": "FILE PLAYED",
+                    "Playback-Status": status,
                 },
             )
         )
+
+    def break_playback(self, ch: Channel, all_: bool = False) -> None:
+        """uuid_break: stop the current prompt (and, with `all`, the queued ones)."""
+        stopped = ch.plays[:] if all_ else ch.plays[:1]
+        del ch.plays[: len(stopped)]
+        for item in stopped:
+            self.spawn(self._playback_done, ch, item[2], item[3], "break")
 
     def send_dtmf(self, ch: Channel, digits: str) -> None:
         for d in digits:
@@ -719,6 +733,14 @@ class Engine:
             if var is not None and ch.getvar(var) != value:
                 continue
             self.hangup(ch, cause)
+
+
+def _file_type(path: str) -> str:
+    """Playback-File-Type as FreeSWITCH reports it: only for stream URLs, absent ("") for files."""
+    for kind in ("tone_stream", "local_stream", "silence_stream"):
+        if path.startswith(kind + "://"):
+            return kind
+    return ""
 
 
 def _replace_bug_headers(headers: list[tuple[str, str]], path: str, function: str) -> list[tuple[str, str]]:

@@ -613,6 +613,14 @@ class EslConnection:
             self.engine.broadcast(t, path)
         return "+OK Message sent\n"
 
+    def _api_uuid_break(self, arg: str) -> str:
+        parts = arg.split()
+        ch = self._chan(parts[0]) if parts else None
+        if ch is None:
+            return "-ERR No such channel!\n"
+        self.engine.break_playback(ch, all_=len(parts) > 1 and parts[1] in ("all", "both"))
+        return "+OK\n"
+
     def _api_uuid_bridge(self, arg: str) -> str:
         parts = arg.split()
         if len(parts) < 2:

@@ -308,8 +308,8 @@ class EventFactory:
             headers.append((name, v))
         if in_vars and not vars_done:
             flush_vars()
-        if overrides:
-            headers = [(n, overrides.get(n, v)) for n, v in headers]
+        if overrides:  # an empty override drops the header (FreeSWITCH never sends empty values)
+            headers = [(n, overrides.get(n, v)) for n, v in headers if overrides.get(n, v) != ""]
         ev_body: str | None = body
         if ev_body is None and tpl.body is not None:
             ev_body = _subst(tpl.body, subs)

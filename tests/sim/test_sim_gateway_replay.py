@@ -198,7 +198,7 @@ def test_gateway_case_matches_capture(case: str, tmp_path: Path) -> None:
         compare(got, want)
         hc = [m for m in client.log if m.name == "CHANNEL_HANGUP_COMPLETE" and m.get("Unique-ID") == u][0]
         assert len([1 for n, _ in hc.headers if n == "Hangup-Cause"]) == 2
-        if overrides["outcome"] == "answer":   # CDR variables are this call's, not the capture's
+        if overrides["outcome"] == "answer":  # CDR variables are this call's, not the capture's
             assert hc.get("variable_answer_uepoch") == hc.get("Caller-Channel-Answered-Time") != "0"
             assert 0 < int(hc.get("variable_billusec")) < int(hc.get("variable_uduration")) < 60_000_000
         if case == "gw_answer_fork_bridge":

@@ -315,3 +315,23 @@ def test_parked_desk_leg_killed_like_the_captured_sip_leg(c: RawEsl) -> None:
         assert [n for n, _ in g.headers if not n.startswith("variable_")] == [
             n for n in w if not n.startswith("variable_")
         ]
+
+
+def test_uuid_break_stops_a_prompt(c: RawEsl) -> None:
+    a = U.format(2)
+    originate(c, "sofia/gateway/trunk/15550102", a, ",ignore_early_media=true")
+    job_body(c, a)
+    assert c.api(f"uuid_break {a} all") == "+OK\n"  # nothing playing: still +OK
+    c.api(f"uuid_broadcast {a} tone_stream://%(1000,0,440);loops=20 aleg")
+    c.wait_event(lambda m: m.name == "PLAYBACK_START" and m.get("Unique-ID") == a)
+    assert c.api(f"uuid_break {a}") == "+OK\n"
+    stop = c.wait_event(lambda m: m.name == "PLAYBACK_STOP" and m.get("Unique-ID") == a)
+    assert stop.get("Playback-Status") == "break"
+    assert c.api("uuid_break 00000000-0000-0000-0000-000000000000") == "-ERR No such channel!\n"
+    assert stop.get("Playback-File-Type") == "tone_stream"
+    c.api(f"uuid_broadcast {a} /usr/share/asterisk/sounds/en/beep.wav aleg")
+    start = c.wait_event(lambda m: m.name == "PLAYBACK_START" and m.get("Unique-ID") == a)
+    assert start.get("Playback-File-Path") == "/usr/share/asterisk/sounds/en/beep.wav"
+    assert "Playback-File-Type" not in dict(start.headers)
+    done = c.wait_event(lambda m: m.name == "PLAYBACK_STOP" and m.get("Unique-ID") == a)
+    assert done.get("Playback-Status") == "done"
