@@ -18,7 +18,7 @@ import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from worker.errors import HoldSlayerError, ValidationError
+from worker.errors import Conflict, HoldSlayerError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ def to_response(exc: BaseException) -> Response:
         if challenge:
             resp.headers["WWW-Authenticate"] = challenge
         return resp
+    if isinstance(exc, pw.IntegrityError):          # a concurrent create won the race for a unique key
+        return to_response(Conflict("that record already exists (created concurrently)"))
     if isinstance(exc, (pw.OperationalError, pw.InterfaceError)):
         log.error("database unavailable: %s", exc.__class__.__name__)
         return to_response(DatabaseUnavailable("the database is unavailable; retry shortly"))
