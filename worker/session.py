@@ -526,20 +526,15 @@ class CallSession:
         reply = self._api(f"uuid_bridge {self.company_uuid} {self.desk_uuid}")
         if not reply.startswith("+OK"):
             raise EslError(f"uuid_bridge failed: {reply.strip()}")
-        self._update(status="transferred", bridged_at=db.utcnow())
+        bridged_at = db.utcnow()
+        hold_s = self._hold_seconds(bridged_at)
+        # The event first: whoever sees "transferred" in the row finds call.bridged in the history.
         self._event(
             "call.bridged",
-            {
-                "company_uuid": self.company_uuid,
-                "desk_uuid": self.desk_uuid,
-                "hold_seconds": self._hold_seconds(),
-            },
+            {"company_uuid": self.company_uuid, "desk_uuid": self.desk_uuid, "hold_seconds": hold_s},
         )
-        log.info(
-            "call %s: bridged to the desk phone after %.1fs on hold",
-            self.call_id,
-            self._hold_seconds() or 0.0,
-        )
+        self._update(status="transferred", bridged_at=bridged_at)
+        log.info("call %s: bridged to the desk phone after %.1fs on hold", self.call_id, hold_s or 0.0)
 
     # --- 5. follow until hangup ---------------------------------------------------------------
     def _follow_bridge(self) -> None:
@@ -853,10 +848,10 @@ class CallSession:
             except Exception as exc:  # noqa: BLE001 - Redis trouble must not end a call
                 log.warning("call %s: job meta not saved: %s", self.call_id, exc)
 
-    def _hold_seconds(self) -> float | None:
+    def _hold_seconds(self, now: Any = None) -> float | None:
         with db.database.connection_context():
             call = db.Call.get_or_none(db.Call.id == self.call_id)
-            return call.hold_seconds() if call is not None else None
+            return call.hold_seconds(now) if call is not None else None
 
     def _event(self, type_: str, data: dict[str, Any], quiet: bool = False) -> None:
         from worker import events
@@ -897,11 +892,12 @@ class CallSession:
         cause = final.cause or self.company_cause
         if cause:
             fields["hangup_cause"] = cause
+        # The event first: whoever sees the final status in the row finds call.ended in the history.
+        self._event("call.ended", {"status": final.status, "reason": final.reason, "hangup_cause": cause})
         try:
             self._update(**fields)
         except Exception:  # noqa: BLE001 - logged in _update; the reaper is the backstop
             return
-        self._event("call.ended", {"status": final.status, "reason": final.reason, "hangup_cause": cause})
 
     def _result(self) -> dict[str, Any]:
         with db.database.connection_context():

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from e2e_env import BANK, BANK_FLOW, E2E_DB, HERE, PHONES, with_db
+from e2e_env import BANK, BANK_FLOW, E2E_DB, HERE, PHONES, channels, with_db
 
 from sim.demo import Stack
 
@@ -34,3 +34,11 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield st
     finally:
         st.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_switch(stack: Stack) -> Iterator[None]:
+    """A failed test must not leave legs that fail the next one: hang up whatever is left."""
+    yield
+    if channels(stack) != {"row_count": 0}:
+        stack.esl_api("hupall MANAGER_REQUEST")

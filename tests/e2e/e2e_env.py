@@ -13,6 +13,7 @@ BANK = "+15550100100"          # IVR (1, 2), ~60 s of hold with an announcement,
 BUSY = "+15550100486"
 NO_ANSWER = "+15550100480"
 IMPATIENT = "+15550100200"     # short hold; the agent hangs up soon after "connecting you"
+PATIENT = "+15550100400"       # short hold; the agent waits long once told "connecting you"
 LONG_HOLD = "+15550100300"     # an hour of hold music
 UNKNOWN = "+15550100999"       # no such company: the carrier plays SIT + "not in service"
 BANK_FLOW = [{"type": "DTMF", "digits": "1"}, {"type": "DTMF", "digits": "2"}, {"type": "HOLD"},

@@ -10,7 +10,7 @@ import signal
 import time
 
 import pytest
-from e2e_env import BANK, BUSY, IMPATIENT, LONG_HOLD, NO_ANSWER, UNKNOWN, channels
+from e2e_env import BANK, BUSY, IMPATIENT, LONG_HOLD, NO_ANSWER, PATIENT, UNKNOWN, channels
 
 from sim.demo import Stack
 from worker import db
@@ -77,7 +77,7 @@ def test_company_never_answers(stack: Stack, number: str, expected: str):
 
 
 def test_desk_phone_not_registered(stack: Stack):
-    call_id = _place(stack, IMPATIENT, transfer_to="1002")
+    call_id = _place(stack, PATIENT, transfer_to="1002")
     final = stack.wait_final(call_id, timeout=60)
     assert final["status"] == "device_unavailable", final
     assert final["human_detected_at"] and final["bridged_at"] is None
