@@ -56,9 +56,15 @@ class HumanParams:
     max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
     dip_db: float = 15.0             # a frame this far under the recent loudest is a dip (syllable gap)
     peak_decay_db_s: float = 10.0    # the recent loudest decays this fast, dB/s (fade-outs are slower)
-    flux_ref: float = 0.11           # spectral flux between music (~0.09) and speech (~0.16)
-    flux_weight: float = 4.0         # speech score = dip share + flux_weight * (mean flux - flux_ref)
-    speech_score: float = 0.2        # utterance speech score above this is speech, under it music
+    # speech score of an utterance (linear, > speech_score means speech, else music): speech has
+    # syllable dips, fast spectral change and a wide level spread; music is steadier on all three
+    score_dip: float = 4.12          # per unit of dip share (0..1)
+    score_flux: float = 70.8         # per unit of mean spectral flux (music ~0.09, speech ~0.16)
+    score_level_std: float = 0.86    # per dB of level standard deviation (music ~3 dB, speech ~7.5 dB)
+    score_bias: float = -15.52
+    speech_score: float = 0.0
+    greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
+                                     # its few frames make the score noisy, and the wait is evidence too)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
@@ -95,6 +101,8 @@ class _Utterance:
     pending_dips: int = 0       # dips in the current gap, counted once sound resumes
     flux: float = 0.0           # sum of spectral flux over sound frames
     music: int = 0              # sound frames the classifier labelled music
+    e_sum: float = 0.0          # sum and sum of squares of the sound frames' levels, dB
+    e_sq: float = 0.0
     tone: bool = False          # a tone interrupted it
     repeat: bool = False        # matched a recording heard before
     hint: int = 0               # +1 positive / -1 negative transcript hint
@@ -108,9 +116,12 @@ class _Utterance:
 
     def speech_score(self, p: HumanParams) -> float:
         if not self.sound:
-            return 0.0
+            return p.speech_score - 1.0
         span = self.last - self.start + 1
-        return self.dips / span + p.flux_weight * (self.flux / self.sound - p.flux_ref)
+        mean = self.e_sum / self.sound
+        std = max(0.0, self.e_sq / self.sound - mean * mean) ** 0.5
+        return (p.score_dip * self.dips / span + p.score_flux * self.flux / self.sound
+                + p.score_level_std * std + p.score_bias)
 
 
 class HumanDecider:
@@ -223,6 +234,8 @@ class HumanDecider:
             if music:
                 utt.music += 1
             utt.flux += flux
+            utt.e_sum += energy_db
+            utt.e_sq += energy_db * energy_db
             utt.peak_db = max(energy_db, utt.peak_db - self._decay)
             if energy_db < utt.peak_db - p.dip_db:
                 utt.dips += 1
@@ -313,7 +326,7 @@ class HumanDecider:
         secs = u.seconds()
         if u.hint > 0:
             return secs >= p.min_utterance_s
-        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > p.speech_score
+        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > p.greeting_score
 
     def _finish_utterance(self) -> None:
         u = self.utt
