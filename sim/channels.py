@@ -458,6 +458,13 @@ class Engine:
         self._start_media(ch)
         if phone.dtmf:
             self.spawn(self._desk_dtmf, ch)
+        if phone.hangup_after is not None:
+            self.spawn(self._desk_hangs_up, ch, phone.hangup_after)
+
+    def _desk_hangs_up(self, ch: Channel, seconds: float) -> None:
+        if not self._wait(ch, seconds):
+            log.info("desk %s: the user hangs up call %s", ch.dest, ch.uuid)
+            self.hangup(ch, "NORMAL_CLEARING", "remote")
 
     def _desk_dtmf(self, ch: Channel) -> None:
         assert ch.phone is not None

@@ -31,7 +31,7 @@ from gevent.server import StreamServer
 
 from sim import wire
 from sim.audio_fork import ForkError
-from sim.channels import Channel, Engine, Job, split_args
+from sim.channels import TRUNK_GATEWAY, Channel, Engine, Job, split_args
 from sim.events import Event, EventFactory
 from sim.phones import Phone, parse_phones
 from sim.scenario import AudioRenderer, CompanyDirectory, Scenario
@@ -771,6 +771,52 @@ class EslConnection:
         ):
             return "error/user_not_registered"
         return phone.contact
+
+    def _api_sofia(self, arg: str) -> str:
+        words = arg.split()
+        sep = "=" * 97 + "\n"
+        if words[:2] == ["status", "gateway"]:
+            if len(words) < 3 or words[2] != TRUNK_GATEWAY:
+                return "Invalid Gateway!\n"
+            rows = [
+                ("Name", TRUNK_GATEWAY),
+                ("Profile", "external"),
+                ("Scheme", "Digest"),
+                ("Realm", "sim"),
+                ("Username", "sim"),
+                ("Password", "yes"),
+                ("From", "<sip:sim@sim>"),
+                ("Contact", f"<sip:gw+{TRUNK_GATEWAY}@127.0.0.1:5080;transport=udp;gw={TRUNK_GATEWAY}>"),
+                ("Exten", "sim"),
+                ("To", "sip:sim@sim"),
+                ("Proxy", "sip:sim"),
+                ("Context", "public"),
+                ("Expires", "3600"),
+                ("Freq", "3600"),
+                ("Ping", "0"),
+                ("PingFreq", "0"),
+                ("PingTime", "0.00"),
+                ("PingState", "0/0/0"),
+                ("State", "NOREG"),
+                ("Status", "UP"),
+                ("Uptime", f"{int(time.time() - self.switch.started_at)}s"),
+                ("CallsIN", "0"),
+                ("CallsOUT", str(self.engine.sessions_since_start)),
+                ("FailedCallsIN", "0"),
+                ("FailedCallsOUT", "0"),
+            ]
+            return sep + "".join(f"{k:<8}\t{v}\n" for k, v in rows) + sep
+        if words[:1] == ["status"]:
+            head = f"{'Name':>25}\t{'Type':>7}\t  {'Data':>40}\t{'State'}\n"
+            table = [
+                ("127.0.0.1", "alias", "internal", "ALIASED"),
+                ("external", "profile", "sip:mod_sofia@127.0.0.1:5080", "RUNNING (0)"),
+                (f"external::{TRUNK_GATEWAY}", "gateway", "sip:sim@sim", "NOREG"),
+                ("internal", "profile", "sip:mod_sofia@127.0.0.1:5060", "RUNNING (0)"),
+            ]
+            body = "".join(f"{n:>25}\t{t:>7}\t  {d:>40}\t{st}\n" for n, t, d, st in table)
+            return head + sep + body + sep + "2 profiles 1 alias\n"
+        return "-ERR Usage: sofia status [gateway <name>]\n"
 
     def _api_show(self, arg: str) -> str:
         words = arg.split()

@@ -388,13 +388,6 @@ class EventFactory:
     def api(self, command: str, arg: str) -> Event:
         return self._plain("api", [("API-Command", command), ("API-Command-Argument", arg)], None)
 
-    def custom_plain(self, subclass: str, fields: list[tuple[str, str]], body: str | None = None) -> Event:
-        ev = self._plain("api", fields, body)
-        ev.headers = [("Event-Subclass", subclass), ("Event-Name", "CUSTOM")] + [
-            (n, v) for n, v in ev.headers if n != "Event-Name"
-        ]
-        return ev
-
 
 _CDR_POINTS = {
     "start": "created_us",

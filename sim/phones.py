@@ -1,6 +1,6 @@
 """Simulated SIP desk phones registered on the stand-in switch.
 
-Spec string (``--phones``): ``EXT:answer:SECS[:dtmf=DIGITS]``, ``EXT:noanswer``,
+Spec string (``--phones``): ``EXT:answer:SECS[:dtmf=DIGITS][:hangup=SECS]``, ``EXT:noanswer``,
 ``EXT:unregistered``, comma separated, e.g. ``1000:answer:2:dtmf=1,1001:noanswer``.
 A phone that answers sends silence; its DTMF script is pressed after the first
 prompt played to it ends (the whisper), or 1 s after the answer.  In-process
@@ -31,6 +31,9 @@ class Phone:
     mode: str  # answer | noanswer | unregistered
     answer_after: float = 0.0  # seconds (divided by speed)
     dtmf: str = ""
+    hangup_after: float | None = (
+        None  # the user hangs up this many seconds after answering (divided by speed)
+    )
     port: int = FIRST_CONTACT_PORT
     calls: list[str] = field(default_factory=list)  # channel uuids that rang this phone
     bridged_to: str | None = None  # company channel uuid while/after bridged
@@ -94,6 +97,11 @@ def parse_phones(spec: str) -> dict[str, Phone]:
                 if not digits or any(c not in "0123456789*#ABCD" for c in digits):
                     raise PhoneSpecError(f"phone {item!r}: bad dtmf {digits!r}")
                 phone.dtmf = digits
+            elif opt.startswith("hangup="):
+                try:
+                    phone.hangup_after = float(opt[7:])
+                except ValueError as exc:
+                    raise PhoneSpecError(f"phone {item!r}: bad hangup seconds {opt[7:]!r}") from exc
             else:
                 raise PhoneSpecError(f"phone {item!r}: unknown option {opt!r}")
         if ext in phones:

@@ -209,3 +209,15 @@ def test_sendmsg_execute_and_hangup(esl: RawEsl) -> None:
     )
     hc = esl.wait_event(lambda m: m.name == "CHANNEL_HANGUP_COMPLETE" and m.get("Unique-ID") == uuid)
     assert hc.get("Hangup-Cause") == "USER_BUSY"
+
+
+def test_sofia_status_layout_like_the_capture(esl: RawEsl) -> None:
+    _, replies = captured_replies("esl_api_replies2")
+    captured = next(body.decode() for _, _, body in replies if body.startswith(b"                     Name"))
+    ours = esl.api("sofia status")
+    assert ours.split("\n")[:2] == captured.split("\n")[:2]
+    assert ours.endswith("=" * 97 + "\n2 profiles 1 alias\n")
+    assert "external::trunk\tgateway" in ours
+    gw = esl.api("sofia status gateway trunk")
+    assert "\nName    \ttrunk\n" in gw and "\nStatus  \tUP\n" in gw
+    assert esl.api("sofia status gateway nope") == "Invalid Gateway!\n"

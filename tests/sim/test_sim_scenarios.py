@@ -267,8 +267,9 @@ def test_bad_scenario_file_and_directory(tmp_path: Path) -> None:
 
 
 def test_phone_specs() -> None:
-    phones = parse_phones("1000:answer:2,1001:noanswer,1002:unregistered,1003:answer:0.5:dtmf=1#")
+    phones = parse_phones("1000:answer:2,1001:noanswer,1002:unregistered,1003:answer:0.5:dtmf=1#:hangup=30")
     assert phones["1000"].answer_after == 2 and phones["1003"].dtmf == "1#"
+    assert phones["1003"].hangup_after == 30 and phones["1000"].hangup_after is None
     assert not phones["1002"].registered and phones["1001"].port == 5073
     for bad in (
         "abc:answer:1",
@@ -335,3 +336,19 @@ def test_uuid_break_stops_a_prompt(c: RawEsl) -> None:
     assert "Playback-File-Type" not in dict(start.headers)
     done = c.wait_event(lambda m: m.name == "PLAYBACK_STOP" and m.get("Unique-ID") == a)
     assert done.get("Playback-Status") == "done"
+
+
+def test_desk_user_hangs_up_on_their_own(tmp_path: Path) -> None:
+    sw = SimSwitch(companies_dir=COMPANIES, phones="1000:answer:0.2:hangup=2", speed=20).start()
+    try:
+        c = RawEsl(sw.port)
+        c.login()
+        c.command("event plain ALL")
+        d = U.format(3)
+        originate(c, "user/1000@127.0.0.1", d)
+        assert job_body(c, d) == f"+OK {d}\n"
+        hc = c.wait_event(lambda m: m.name == "CHANNEL_HANGUP_COMPLETE" and m.get("Unique-ID") == d)
+        assert hc.get("Hangup-Cause") == "NORMAL_CLEARING"
+        c.close()
+    finally:
+        sw.stop()
