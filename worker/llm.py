@@ -235,6 +235,13 @@ OTHER_PHRASES = (
 )
 
 
+# Words too common in menus to identify an option by themselves ("to talk to ...", "questions about ...").
+GENERIC_WORDS = frozenset(
+    {"talk", "speak", "reach", "call", "calling", "question", "questions", "help", "service"}
+)
+PERSON_BONUS = 0.15
+
+
 def _content(text: str) -> list[str]:
     return [w for w in normalize(text).split() if w not in STOP_WORDS and not w.isdigit()]
 
@@ -264,9 +271,12 @@ def match_score(intent: str, label: str) -> float:
     iw, lw = _content(intent), _content(label)
     if not iw or not lw:
         return 0.0
-    direct = sum(1 for w in lw if any(_same_word(w, x) for x in iw)) / len(lw)
+    specific = [w for w in lw if w not in GENERIC_WORDS]
+    direct = sum(1 for w in specific if any(_same_word(w, x) for x in iw)) / len(lw)
     ic, lc = _concepts(iw), _concepts(lw) - {"other"}
     concept = len(ic & lc) / len(lc) if lc else 0.0
+    if "person" in ic and set(lw) & PERSON_WORDS:
+        concept = min(1.0, concept + PERSON_BONUS)  # "talk to a person": the option that names one
     return min(1.0, max(direct, 0.8 * concept))
 
 

@@ -58,6 +58,7 @@ TO_VERBS = frozenset(
         "request",
     }
 )
+MISHEARD_FOR = frozenset({"or", "four", "fore", "far", "from"})  # "for" at a sentence start, misheard
 MAX_LABEL_WORDS = 10  # a label is the last (before) / first (after) this many words of its span
 MAX_SAY_WORDS = 3  # "say customer service" at most this many words
 
@@ -299,6 +300,8 @@ def _parse_sentence(words: list[str]) -> list[MenuOption]:
     n = len(trig)
     spans = [words[trig[k].end : (trig[k + 1].start if k + 1 < n else len(words))] for k in range(n)]
     lead = words[: trig[0].start]
+    if lead and lead[0] in MISHEARD_FOR and len(lead) > 1:  # "or billing press two": a clipped "for"
+        lead = ["for", *lead[1:]]
     labels = [""] * n
     if _has_label(lead) or (trig[0].say and _strip(lead)):
         labels[0] = _label_before(lead)

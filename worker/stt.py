@@ -17,9 +17,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import math
 import os
+import tempfile
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ SEGMENT_GAP_S = 0.35  # a pause at least this long splits two segments, seconds
 STT_MODEL = "whisper-1"  # OpenAI-compatible default (STT_MODEL in the environment)
 STT_TIMEOUT_S = 30.0
 MAX_UTTERANCE_S = 60.0  # StreamingTranscriber keeps at most this much audio, seconds
+SPHINX_MODELS = ("menu", "dictation")  # menu: our IVR bigram LM; dictation: the shipped en-us LM
 _FILLER_WORDS = ("<s>", "</s>", "<sil>")
 
 
@@ -103,14 +107,235 @@ def group_words(words: Sequence[tuple[str, float, float]], gap_s: float = SEGMEN
     return out
 
 
+# --- a small language model of IVR speech ------------------------------------------------------
+# The en-us dictation model knows 130k words and mishears menus as news; a bigram model of what
+# phone menus say is both faster and far more accurate on prompts (measured in tests/nav).
+MENU_LM_VERSION = 2  # bump when arpa_bigram changes: the cached file is keyed on it and the corpus
+_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "star", "pound")
+_LABELS = (
+    "billing",
+    "billing and payments",
+    "payments",
+    "technical support",
+    "support",
+    "sales",
+    "new service",
+    "orders",
+    "order status",
+    "returns",
+    "returns and exchanges",
+    "a representative",
+    "an operator",
+    "an agent",
+    "customer service",
+    "account balance",
+    "your account",
+    "claims",
+    "a new claim",
+    "pharmacy",
+    "prescription refills",
+    "appointments",
+    "fraud",
+    "a lost or stolen card",
+    "disputes",
+    "a billing dispute",
+    "store hours and locations",
+    "hours and locations",
+    "the company directory",
+    "all other questions",
+    "other questions",
+    "english",
+    "existing customers",
+    "new customers",
+    "internet",
+    "phone",
+    "mobile",
+    "wireless",
+    "television",
+    "cable",
+    "outages",
+    "repairs",
+    "cancellations",
+    "upgrades",
+    "shipping",
+    "delivery",
+    "tracking",
+    "password reset",
+    "online banking",
+    "credit cards",
+    "loans",
+    "mortgages",
+    "insurance",
+    "benefits",
+    "human resources",
+    "employment",
+    "press",
+    "media",
+    "membership",
+    "reservations",
+    "general information",
+    "questions about your bill",
+    "questions about your order",
+)
+_VERB_PHRASES = (
+    "speak to a representative",
+    "speak with a representative",
+    "talk to an agent",
+    "speak to an operator",
+    "reach customer service",
+    "pay your bill",
+    "make a payment",
+    "check your balance",
+    "report an outage",
+    "report a lost or stolen card",
+    "cancel your service",
+    "check the status of your order",
+    "repeat this menu",
+    "hear these options again",
+    "return to the main menu",
+    "leave a message",
+    "request a call back",
+    "receive a call back",
+    "schedule an appointment",
+    "reset your password",
+    "file a claim",
+    "record your name",
+    "record your message",
+    "change your password",
+    "activate your card",
+)
+_SENTENCES = (
+    "thank you for calling",
+    "welcome to customer service",
+    "please listen carefully as our menu options have changed",
+    "please listen closely as our options have changed",
+    "please hold",
+    "please continue to hold",
+    "your call is important to us",
+    "your call is very important to us please stay on the line",
+    "all of our representatives are currently assisting other customers",
+    "all of our agents are busy please hold for the next available agent",
+    "your call will be answered in the order it was received",
+    "please remain on the line",
+    "your estimated wait time is five minutes",
+    "thank you for your patience",
+    "thank you for holding",
+    "a representative will be with you shortly",
+    "please enter your account number followed by the pound key",
+    "please say or enter your account number",
+    "in a few words tell me why you are calling",
+    "how can i help you today",
+    "i am sorry i did not understand",
+    "that is not a valid option please try again",
+    "please hold while we transfer your call",
+    "please hold while i try that extension",
+    "one moment please",
+    "goodbye",
+    "otherwise stay on the line",
+    "if you know your party's extension you may dial it at any time",
+    "this call may be recorded for quality assurance",
+    "please try again later",
+    "to hear these options again press star",
+)
+
+
+def menu_corpus() -> list[str]:
+    """Sentences typical of IVR prompts (pure, deterministic): the training text of the menu LM."""
+    out = list(_SENTENCES)
+    for i, label in enumerate(_LABELS):
+        d, e = _DIGITS[i % 10], _DIGITS[(i * 7 + 3) % 12]
+        out += [
+            f"for {label} press {d}",
+            f"press {e} for {label}",
+            f"for {label} say {label.split()[-1]}",
+            f"for {label} dial {e}",
+        ]
+    for i, phrase in enumerate(_VERB_PHRASES):
+        d, e = _DIGITS[(i * 3 + 1) % 12], _DIGITS[(i * 5 + 2) % 10]
+        out += [
+            f"to {phrase} press {d}",
+            f"press {e} to {phrase}",
+            f"if you would like to {phrase} press {e}",
+        ]
+    out += [f"press {d}" for d in _DIGITS] + [f"or press {d} now" for d in _DIGITS]
+    return out
+
+
+def arpa_bigram(sentences: Sequence[str], vocabulary: set[str] | None = None, discount: float = 0.5) -> str:
+    """An ARPA bigram model (absolute discounting with backoff) of the sentences (pure)."""
+    from collections import Counter
+
+    uni: Counter[str] = Counter()
+    bi: Counter[tuple[str, str]] = Counter()
+    for s in sentences:
+        words = [w for w in s.split() if vocabulary is None or w in vocabulary]
+        seq = ["<s>", *words, "</s>"]
+        uni.update(seq)
+        bi.update(zip(seq, seq[1:], strict=False))
+    vocab = sorted(uni)
+    total = sum(c for w, c in uni.items() if w != "<s>")
+    p_uni = {w: (uni[w] + 1) / (total + len(vocab) - 1) for w in vocab}  # add-one over all but <s>
+    p_uni["<s>"] = 0.0
+    follow: dict[str, list[str]] = {}
+    for v, w in bi:
+        follow.setdefault(v, []).append(w)
+    p_bi: dict[tuple[str, str], float] = {}
+    bow: dict[str, float] = {}
+    for v, ws in follow.items():
+        cv = sum(bi[(v, w)] for w in ws)
+        lam = discount * len(ws) / cv
+        for w in ws:
+            p_bi[(v, w)] = (bi[(v, w)] - discount) / cv + lam * p_uni[w]
+        left = 1.0 - sum(p_bi[(v, w)] for w in ws)
+        mass = 1.0 - sum(p_uni[w] for w in ws)
+        bow[v] = max(left, 1e-9) / max(mass, 1e-9)
+    lg = lambda x: -99.0 if x <= 0 else math.log10(x)  # noqa: E731 - a local shorthand
+    lines = ["\\data\\", f"ngram 1={len(vocab)}", f"ngram 2={len(p_bi)}", "", "\\1-grams:"]
+    for w in vocab:
+        lines.append(
+            f"{lg(p_uni[w]):.4f} {w} {lg(bow.get(w, 1.0)):.4f}" if w in bow else f"{lg(p_uni[w]):.4f} {w}"
+        )
+    lines += ["", "\\2-grams:"]
+    lines += [f"{lg(p):.4f} {v} {w}" for (v, w), p in sorted(p_bi.items())]
+    lines += ["", "\\end\\", ""]
+    return "\n".join(lines)
+
+
+def _dictionary_words() -> set[str]:
+    from pocketsphinx import get_model_path
+
+    path = os.path.join(get_model_path(), "en-us", "cmudict-en-us.dict")
+    with open(path, encoding="utf-8") as f:
+        return {line.split(" ", 1)[0] for line in f if line.strip() and "(" not in line.split(" ", 1)[0]}
+
+
+def menu_lm_path() -> str:
+    """The menu language model as an ARPA file (built once per content, cached in the temp dir)."""
+    corpus = menu_corpus()
+    key = hashlib.sha256("\n".join([str(MENU_LM_VERSION), *corpus]).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"hold-slayer-menu-{key}.arpa")
+    if not os.path.exists(path):
+        text = arpa_bigram(corpus, _dictionary_words())
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
 _DECODER_CACHE: dict[tuple[tuple[str, Any], ...], Any] = {}
 
 
 class SphinxTranscriber:
     """pocketsphinx on 16 kHz audio; one decoder per configuration per process, used one call at a time."""
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, model: str = "menu", **config: Any) -> None:
+        if model not in SPHINX_MODELS:
+            raise SpeechError(f"pocketsphinx model must be one of {SPHINX_MODELS}, got {model!r}")
+        self.model = model
         self.config = {"loglevel": "FATAL", **config}
+        if model == "menu" and "lm" not in config:
+            self.config["lm"] = menu_lm_path()
 
     def _decoder(self) -> Any:
         key = tuple(sorted(self.config.items()))
@@ -135,6 +360,16 @@ class SphinxTranscriber:
         chunk = int(SPHINX_CHUNK_S * SPHINX_RATE) * 2
         with _SHARED_LOCK:
             dec = self._decoder()
+            # Features from this utterance alone: fresh noise tracking, then a feature-only pass for a
+            # batch cepstral mean, so the words never depend on what the shared decoder heard before.
+            dec.reinit_feat()
+            dec.start_utt()
+            try:
+                dec.process_raw(audio, True, True)
+                cmn = dec.get_cmn(False)
+            finally:
+                dec.end_utt()
+            dec.set_cmn(cmn)
             dec.start_utt()
             try:
                 for i in range(0, len(audio), chunk):

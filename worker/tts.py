@@ -29,7 +29,8 @@ from worker.errors import SpeechError
 log = logging.getLogger(__name__)
 
 ESPEAK_VOICE = "en-us"
-ESPEAK_SPEED_WPM = 150  # words per minute; IVR speech recognisers like a calm pace
+ESPEAK_SPEED_WPM = 130  # words per minute; IVR speech recognisers like a calm pace
+ESPEAK_WORD_GAP = 6  # extra pause between words, units of 10 ms
 TTS_MODEL = "tts-1"  # OpenAI-compatible defaults (TTS_MODEL / TTS_VOICE in the environment)
 TTS_VOICE = "alloy"
 TTS_TIMEOUT_S = 20.0
@@ -110,7 +111,19 @@ def _espeak(text: str, voice: str, rate: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "espeak.wav"
         _run(
-            ["espeak-ng", "-v", voice, "-s", str(ESPEAK_SPEED_WPM), "--stdin", "-w", str(raw)], text.encode()
+            [
+                "espeak-ng",
+                "-v",
+                voice,
+                "-s",
+                str(ESPEAK_SPEED_WPM),
+                "-g",
+                str(ESPEAK_WORD_GAP),
+                "--stdin",
+                "-w",
+                str(raw),
+            ],
+            text.encode(),
         )
         _sox_to(raw, out, rate)
 

@@ -21,7 +21,8 @@ def pairs(text: str) -> list[tuple[str, str]]:
 MENUS = [
     # label before the key, punctuated (Whisper style)
     (
-        "For billing, press two. For technical support, press three. To speak to a representative, press zero.",
+        "For billing, press two. For technical support, press three. "
+        "To speak to a representative, press zero.",
         [("2", "billing"), ("3", "technical support"), ("0", "speak to a representative")],
     ),
     # the same without punctuation, "two" heard as "to" (pocketsphinx style)
@@ -45,12 +46,19 @@ MENUS = [
         "press 1 for billing press 2 for sales for all other questions press pound",
         [("1", "billing"), ("2", "sales"), ("#", "all other questions")],
     ),
-    ("Press 1 for billing. Press 2 for sales. For all other questions, press pound.",
-     [("1", "billing"), ("2", "sales"), ("#", "all other questions")]),
+    (
+        "Press 1 for billing. Press 2 for sales. For all other questions, press pound.",
+        [("1", "billing"), ("2", "sales"), ("#", "all other questions")],
+    ),
     ("for billing press 2 press 0 for an operator", [("2", "billing"), ("0", "an operator")]),
-    ("press 0 to speak to a representative press 1 for billing",
-     [("0", "speak to a representative"), ("1", "billing")]),
-    ("press 1 for questions for your bill press 2 for sales", [("1", "questions for your bill"), ("2", "sales")]),
+    (
+        "press 0 to speak to a representative press 1 for billing",
+        [("0", "speak to a representative"), ("1", "billing")],
+    ),
+    (
+        "press 1 for questions for your bill press 2 for sales",
+        [("1", "questions for your bill"), ("2", "sales")],
+    ),
     # "for" heard for "four"; "star" and "the ... key"
     ("press for for orders press 5 for returns", [("4", "orders"), ("5", "returns")]),
     ("to hear these options again press the star key", [("*", "hear these options again")]),
@@ -76,7 +84,10 @@ def test_spoken_options_merge_with_keys() -> None:
 
 
 def test_repeated_key_keeps_first_label() -> None:
-    assert pairs("press 1 for billing press 2 for sales. press 1 for bill pay") == [("1", "billing"), ("2", "sales")]
+    assert pairs("press 1 for billing press 2 for sales. press 1 for bill pay") == [
+        ("1", "billing"),
+        ("2", "sales"),
+    ]
 
 
 def test_garbled_asterisk_voicemail_menu_still_yields_keys() -> None:

@@ -1,6 +1,7 @@
 """FlowRunner, MenuNavigator and the embedded KeywordChooser (pure: no sockets, no clocks)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ MAIN_MENU = (
         ("my card was stolen", "4"),
         ("talk to a person", "0"),
         ("I want to buy a new plan", "1"),
-        ("zzz qqq", "0"),                       # nothing fits: a person
+        ("zzz qqq", "0"),  # nothing fits: a person
     ],
 )
 def test_keyword_chooser_picks_by_intent(intent: str, digits: str) -> None:
@@ -82,7 +83,9 @@ class ScriptedChooser:
         self.answers = list(answers)
         self.calls: list[Sequence[MenuOption]] = []
 
-    def choose(self, intent: str, transcript: str, options: Sequence[MenuOption], history: Sequence[str] = ()):
+    def choose(
+        self, intent: str, transcript: str, options: Sequence[MenuOption], history: Sequence[str] = ()
+    ):
         self.calls.append(options)
         return self.answers.pop(0)
 
@@ -106,18 +109,18 @@ def test_navigator_loop_asks_for_a_person_then_gives_up() -> None:
     kinds = [nav.on_prompt(menu, t) for t in (1.0, 20.0)]
     assert [(a.kind, a.digits) for a in kinds] == [("dtmf", "2"), ("dtmf", "2")]
     third = nav.on_prompt("for sails press one for billing press two for support press three", 40.0)
-    assert (third.kind, third.digits) == ("dtmf", "0")          # no person option on this menu: 0
+    assert (third.kind, third.digits) == ("dtmf", "0")  # no person option on this menu: 0
     fourth = nav.on_prompt(menu, 60.0)
     assert (fourth.kind, fourth.status) == ("end", NAVIGATION_LOOP)
     assert nav.status == NAVIGATION_LOOP
-    assert nav.on_prompt(menu, 61.0).status == NAVIGATION_LOOP   # over is over
+    assert nav.on_prompt(menu, 61.0).status == NAVIGATION_LOOP  # over is over
 
 
 def test_navigator_loop_prefers_the_person_option_and_speech() -> None:
     nav = MenuNavigator("pay my bill", {})
     for _ in range(2):
         nav.on_prompt(MAIN_MENU)
-    assert nav.on_prompt(MAIN_MENU).digits == "0"                # "to speak to a representative, press 0"
+    assert nav.on_prompt(MAIN_MENU).digits == "0"  # "to speak to a representative, press 0"
     spoken = MenuNavigator("billing", {})
     menu = "for sales say sales for billing say billing"
     for _ in range(2):
@@ -126,7 +129,10 @@ def test_navigator_loop_prefers_the_person_option_and_speech() -> None:
     assert (act.kind, act.text) == ("speak", "representative")
 
 
-CALLBACK = "Our wait time is long. To receive a call back when an agent is free, press 1. Otherwise stay on the line."
+CALLBACK = (
+    "Our wait time is long. To receive a call back when an agent is free, press 1. "
+    "Otherwise stay on the line."
+)
 
 
 def test_callback_declined_by_default() -> None:
@@ -139,8 +145,8 @@ def test_callback_declined_among_other_options_is_never_chosen() -> None:
     chooser = ScriptedChooser(Choice("dtmf", digits="1", source="llm"))
     nav = MenuNavigator("billing", {"callback": "decline"}, chooser)
     act = nav.on_prompt("press 1 for a callback. press 2 for billing", 1.0)
-    assert [o.digits for o in chooser.calls[0]] == ["2"]            # the offer is not even shown
-    assert (act.kind, act.digits) == ("dtmf", "2")                   # the LLM's "1" was rejected
+    assert [o.digits for o in chooser.calls[0]] == ["2"]  # the offer is not even shown
+    assert (act.kind, act.digits) == ("dtmf", "2")  # the LLM's "1" was rejected
 
 
 def test_callback_accepted_presses_and_ends() -> None:
@@ -182,7 +188,7 @@ def run(runner: FlowRunner, results: dict[str, list[str]]) -> list[Action]:
 
 
 def test_flow_runs_steps_in_order() -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"type": "LISTEN", "timeout_s": 10, "expect": ["billing"]},
         {"type": "DTMF", "digits": "2", "wait_after_ms": 300},
         {"type": "WAIT", "seconds": 2},
@@ -193,7 +199,13 @@ def test_flow_runs_steps_in_order() -> None:
     runner = FlowRunner(steps, {"account_number": "1 2 3 4"})
     acts = run(runner, {"listen": ["for billing press two"], "hold": ["human"]})
     assert [(a.kind, a.step) for a in acts] == [
-        ("listen", 0), ("dtmf", 1), ("wait", 2), ("speak", 3), ("hold", 4), ("transfer", 5), ("end", -1)
+        ("listen", 0),
+        ("dtmf", 1),
+        ("wait", 2),
+        ("speak", 3),
+        ("hold", 4),
+        ("transfer", 5),
+        ("end", -1),
     ]
     assert acts[1].wait_after_ms == 300 and acts[2].timeout_s == 2.0 and acts[4].timeout_s == 600.0
     assert acts[3].text == "one two three four" and acts[3].secret
@@ -202,7 +214,10 @@ def test_flow_runs_steps_in_order() -> None:
 
 
 def test_flow_listen_retry_then_replays_dtmf_then_fails() -> None:
-    steps = [{"type": "DTMF", "digits": "1"}, {"type": "LISTEN", "timeout_s": 5, "expect": ["billing"]}]
+    steps: list[dict[str, Any]] = [
+        {"type": "DTMF", "digits": "1"},
+        {"type": "LISTEN", "timeout_s": 5, "expect": ["billing"]},
+    ]
     runner = FlowRunner(steps)
     acts = run(runner, {"listen": ["welcome", "please wait", "goodbye"]})
     assert [a.kind for a in acts] == ["dtmf", "listen", "listen", "dtmf", "listen", "end"]
@@ -210,7 +225,10 @@ def test_flow_listen_retry_then_replays_dtmf_then_fails() -> None:
 
 
 def test_flow_listen_retry_succeeds_on_second_listen() -> None:
-    steps = [{"type": "LISTEN", "timeout_s": 5, "expect": ["press 2", "billing"]}, {"type": "DTMF", "digits": "2"}]
+    steps: list[dict[str, Any]] = [
+        {"type": "LISTEN", "timeout_s": 5, "expect": ["press 2", "billing"]},
+        {"type": "DTMF", "digits": "2"},
+    ]
     acts = run(FlowRunner(steps), {"listen": ["thank you for calling", "for payments press two"]})
     assert [a.kind for a in acts] == ["listen", "listen", "dtmf", "end"] and acts[-1].status == DONE
 
@@ -221,8 +239,10 @@ def test_flow_hold_timeout_ends_no_human() -> None:
 
 
 def test_flow_send_protocol_and_dtmf_from_option() -> None:
-    runner = FlowRunner([{"type": "LISTEN", "timeout_s": 1}, {"type": "dtmf", "say": "account_number"}],
-                        {"account_number": "998877"})
+    runner = FlowRunner(
+        [{"type": "LISTEN", "timeout_s": 1}, {"type": "dtmf", "say": "account_number"}],
+        {"account_number": "998877"},
+    )
     assert next(runner).kind == "listen"
     act = runner.send("anything")
     assert (act.kind, act.digits, act.secret) == ("dtmf", "998877", True)
