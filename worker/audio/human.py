@@ -71,7 +71,7 @@ class HumanParams:
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
     wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
-    voice_new_db: float = 3.0        # spectral-shape distance from every recorded voice heard: a new voice
+    voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.3           # ... once this much of it sounds like speech
     confidence_likely: float = 0.7
