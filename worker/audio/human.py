@@ -68,6 +68,7 @@ class HumanParams:
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
+    fragment_s: float = 0.5         # an utterance with less sound than this opening a talk is a blip
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
     wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
@@ -147,6 +148,7 @@ class HumanDecider:
         self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
         self._confirm = round(self.p.confirm_s / FRAME_S)
         self._decay = self.p.peak_decay_db_s * FRAME_S
+        self._fragment = round(self.p.fragment_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
         self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S),
                              round(self.p.confirm_gap_s[1] / FRAME_S))
@@ -229,6 +231,9 @@ class HumanDecider:
                 if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
                         or (prev is not None and (prev.tone or prev.speech_score(p) <= p.speech_score))):
                     self.talk_start, self.talk_sound = i, 0
+                elif prev is not None and prev.start == self.talk_start and prev.sound < self._fragment:
+                    # a blip (a click, the last note of the music) does not start a talk
+                    self.talk_start, self.talk_sound = i, max(0, self.talk_sound - prev.sound)
             utt.sound += 1
             utt.last = i
             if music:
