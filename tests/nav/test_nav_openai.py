@@ -226,3 +226,20 @@ def test_speech_api_error(fake: FakeOpenAI, tmp_path) -> None:
     with pytest.raises(SpeechError, match="speech API failed"):
         synthesize("hello there", settings=settings)
     assert not list((tmp_path / "tts").iterdir())  # nothing half-written left behind
+
+
+def test_navigator_with_llm_over_http(fake: FakeOpenAI) -> None:
+    from worker.navigator import MenuNavigator
+
+    fake.script(
+        CHAT,
+        chat_reply(answer(action="dtmf", digits="1", reason="sales handles upgrades")),
+        chat_reply(answer(action="dtmf", digits="5")),
+    )
+    llm, _ = chooser(fake)
+    nav = MenuNavigator("upgrade my plan", {}, llm)
+    first = nav.on_prompt(MENU, 4.0)
+    assert (first.kind, first.digits) == ("dtmf", "1") and first.reason.startswith("llm:")
+    second = nav.on_prompt("For new orders press 1. For returns press 2.", 9.0)
+    assert (second.kind, second.digits) == ("dtmf", "1")  # the LLM's 5 is not on that menu: fallback
+    assert "sales handles upgrades" in fake.requests[1]["json"]["messages"][-1]["content"]  # history sent

@@ -200,3 +200,27 @@ def test_synthesize_without_espeak_is_a_clear_error(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SpeechError, match="espeak-ng is not installed"):
         synthesize("hello", cache_dir=tmp_path)
+
+
+@needs_sounds
+def test_decoding_lets_other_greenlets_run(sphinx: SphinxTranscriber) -> None:
+    import gevent
+    from gevent.event import Event
+
+    pcm, rate = read_wav(SOUNDS / "pls-hold-while-try.wav")  # 2.4 s: about ten decode chunks
+    sphinx.transcribe(pcm[:3200], rate)  # model loaded before measuring
+    done, ticks = Event(), [0]
+
+    def ticker() -> None:
+        while not done.is_set():
+            ticks[0] += 1
+            gevent.sleep(0)
+
+    g = gevent.spawn(ticker)
+    gevent.sleep(0)
+    before = ticks[0]
+    sphinx.transcribe(pcm, rate)
+    during = ticks[0] - before
+    done.set()
+    g.join(timeout=5)
+    assert during >= 5, during
