@@ -48,6 +48,7 @@ DTMF_WAIT_AFTER_MS = 500  # default pause after a DTMF step, milliseconds
 LISTEN_RETRIES = 1  # extra listens when `expect` is not heard
 LOOP_ESCAPE_AT = 3  # the same menu heard this many times: ask for a person
 LOOP_GIVE_UP_AT = 4  # ... and this many times: give up with `navigation_loop`
+SAME_MENU_OVERLAP = 0.3  # label-word Jaccard above which two menus with the same keys are one menu
 MAX_PROMPTS = 40  # prompts handled before giving up (a runaway IVR)
 
 STEP_TYPES = ("dtmf", "listen", "wait", "hold", "speak", "transfer")
@@ -267,7 +268,7 @@ class MenuNavigator:
     intent: str
     options: Mapping[str, Any] = field(default_factory=dict)
     chooser: Chooser = field(default_factory=KeywordChooser)
-    seen: dict[frozenset[str], int] = field(default_factory=dict)
+    seen: list[list[Any]] = field(default_factory=list)  # [keys, label words, times heard] per menu
     history: list[str] = field(default_factory=list)
     prompts: int = 0
     status: str = ""
@@ -326,9 +327,7 @@ class MenuNavigator:
                 self._note(t, "said the intent")
                 return Action("speak", text=self.intent, reason="the prompt asks why we are calling")
         sig = menu_signature(choices)
-        count = 0
-        if choices:
-            count = self.seen[sig] = self.seen.get(sig, 0) + 1
+        count = self._count_menu(sig, choices) if choices else 0
         if count >= LOOP_GIVE_UP_AT:
             return self._end(NAVIGATION_LOOP, f"the same menu {count} times: {sorted(sig)}")
         if count == LOOP_ESCAPE_AT:
@@ -340,6 +339,20 @@ class MenuNavigator:
         self.last_choice = choice
         self._note(t, f"{choice.action} {choice.digits or choice.text} ({choice.source}: {choice.reason})")
         return self._act(choice)
+
+    def _count_menu(self, keys: frozenset[str], choices: list[MenuOption]) -> int:
+        """How many times this menu was heard: the same keys and similar label words (STT noise allowed)."""
+        words = {w for o in choices for w in normalize(o.label).split() if len(w) > 2}
+        for entry in self.seen:
+            if entry[0] != keys:
+                continue
+            union = words | entry[1]
+            if not union or len(words & entry[1]) / len(union) >= SAME_MENU_OVERLAP:
+                entry[1] |= words
+                entry[2] += 1
+                return int(entry[2])
+        self.seen.append([keys, set(words), 1])
+        return 1
 
     def _escape(self, choices: list[MenuOption], t: float) -> Action:
         person = next((o for o in choices if is_person_option(o)), None)

@@ -292,3 +292,13 @@ def test_heard_normalises_number_words() -> None:
 )
 def test_spoken_digits(raw: str, spoken: str) -> None:
     assert spoken_digits(raw) == spoken
+
+
+def test_submenu_with_the_same_keys_is_not_a_loop() -> None:
+    nav = MenuNavigator("dispute a charge", {})
+    main = "for sales press 1 for billing press 2 for support press 3"
+    sub = "for payments press 1 for your balance press 2 for disputes press 3"
+    for t in range(3):
+        assert nav.on_prompt(main if t % 2 == 0 else sub, float(t)).status == ""
+    assert nav.on_prompt(sub, 4.0).status == ""  # sub heard twice, main twice
+    assert [e[2] for e in nav.seen] == [2, 2]
