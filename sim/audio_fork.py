@@ -68,7 +68,7 @@ def encode_frame(opcode: int, payload: bytes, mask_key: bytes | None = None) -> 
     else:
         head += bytes([0x80 | 127]) + struct.pack("!Q", n)
     arr = np.frombuffer(payload, dtype=np.uint8)
-    keyarr = np.resize(np.frombuffer(key, dtype=np.uint8), n)
+    keyarr = np.frombuffer(key * (n // 4 + 1), dtype=np.uint8)[:n]
     return head + key + (arr ^ keyarr).tobytes()
 
 
@@ -165,6 +165,14 @@ class ForkSession:
         if self.mix in ("stereo", "mixed") and write is None:
             return  # a parked, silent leg: no frames at all (capture af_stereo16k_parked)
         r = read
+        if self.mix == "mono":
+            if self.rate == 16000:
+                up = audio.upsample_16k(r, self._last_read)
+                self._last_read = int(r[-1])
+                self._q.put((2, up.astype("<i2").tobytes()))
+            else:
+                self._q.put((2, r.astype("<i2").tobytes()))
+            return
         w = write if write is not None else np.zeros_like(read)
         if self.mix == "mixed":
             r = np.clip(r.astype(np.int32) + w.astype(np.int32), -32768, 32767).astype(np.int16)

@@ -505,8 +505,7 @@ class Engine:
             delay = next_t - time.monotonic()
             if delay < -0.5:  # fell far behind (debugger, overload): resync, never burst
                 next_t = time.monotonic()
-            if ch.gone.wait(max(0.0, delay)):
-                return
+            gevent.sleep(max(0.0, delay))  # cheaper than Event.wait(timeout) at 50+ wake-ups per second
 
     def _media_tick(self, ch: Channel) -> bool:
         """One 20 ms frame of the channel; False when the channel's media ends."""

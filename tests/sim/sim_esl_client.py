@@ -16,6 +16,7 @@ from pathlib import Path
 import gevent
 import gevent.event
 import gevent.queue
+import numpy as np
 import pytest
 
 PASSWORD = "ClueCon"
@@ -292,7 +293,8 @@ class WsSink:
                         return
                     buf += data
                 mask = buf[i : i + 4]
-                payload = bytes(b ^ mask[j % 4] for j, b in enumerate(buf[i + 4 : i + 4 + n]))
+                raw = np.frombuffer(buf[i + 4 : i + 4 + n], dtype=np.uint8)
+                payload = (raw ^ np.frombuffer(mask * (n // 4 + 1), dtype=np.uint8)[:n]).tobytes()
                 op = buf[0] & 0x0F
                 buf = buf[i + 4 + n :]
                 self.frames.append((op, payload, time.monotonic()))
