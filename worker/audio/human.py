@@ -110,6 +110,7 @@ class _Utterance:
     words: list[int] = field(default_factory=list)
     likely_sent: bool = False
     confirming: bool = False    # a second utterance after a qualifying first one (on hold)
+    after_music: bool = False   # split off music by a short gap: may be the music's own end
     pending: bool = False       # qualified, waiting for a second utterance to confirm
 
     def seconds(self) -> float:
@@ -220,16 +221,18 @@ class HumanDecider:
             self.silence = 0
             return self._after_beep(i, sound=True)
         if active:
-            if utt is None or self.silence >= self._join or (
-                    self.silence >= 5 and utt.sound >= 50 and utt.speech_score(p) < p.speech_score):
+            music_split = (utt is not None and self.silence < self._join and self.silence >= 5
+                           and utt.sound >= 50 and utt.speech_score(p) < p.speech_score)
+            if utt is None or self.silence >= self._join or music_split:
                 prev = utt
                 gap = self.silence
                 self._finish_utterance()
-                utt = self.utt = _Utterance(start=i)
+                utt = self.utt = _Utterance(start=i, after_music=music_split)
                 if prev is not None and prev.pending and self._confirm_gap[0] <= gap <= self._confirm_gap[1]:
                     utt.confirming = True
                 if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
-                        or (prev is not None and (prev.tone or prev.speech_score(p) <= p.speech_score))):
+                        or (prev is not None and (prev.tone or prev.after_music
+                                                  or prev.speech_score(p) <= p.speech_score))):
                     self.talk_start, self.talk_sound = i, 0
                 elif prev is not None and prev.start == self.talk_start and prev.sound < self._fragment:
                     # a blip (a click, the last note of the music) does not start a talk
