@@ -231,6 +231,12 @@ def validate_destination(number: str, allowed_country_codes: Iterable[str]) -> s
                 f"{number!r} is an emergency number ({EMERGENCY_NUMBERS[service]}); "
                 "Hold Slayer never dials emergency services: call them yourself"
             )
+        compact = _SEPARATORS.sub("", number).lstrip("+")
+        code = compact[1:] if len(compact) == 4 and compact.startswith("1") else compact
+        if code in NANP_SERVICE_CODES:
+            raise InvalidNumber(
+                f"{number!r} is a NANP service code ({NANP_SERVICE_CODES[code]}), not a company"
+            )
     e164 = normalize(number)
     digits = e164[1:]
     if digits.startswith("1"):

@@ -75,6 +75,8 @@ REFUSED = [
     # NANP service codes
     ("+1 411 555 0100", US, errors.InvalidNumber),
     ("+1 211 555 0100", US, errors.InvalidNumber),
+    ("411", US, errors.InvalidNumber),
+    ("1-311", US, errors.InvalidNumber),
     # malformed
     ("", US, errors.InvalidNumber),
     ("   ", US, errors.InvalidNumber),
@@ -109,6 +111,8 @@ def test_refused(number: str, allowed: tuple[str, ...], error: type[errors.Valid
 
 
 def test_error_messages_are_helpful() -> None:
+    with pytest.raises(errors.InvalidNumber, match="service code"):
+        validate_destination("411", US)
     with pytest.raises(errors.InvalidNumber, match=r"\+15550100100"):
         validate_destination("5550100100", US)
     with pytest.raises(errors.EmergencyNumber, match="emergency"):
