@@ -134,3 +134,13 @@ def test_heartbeat_has_the_captured_header_names() -> None:
         == "0 years, 0 days, 1 hours, 2 minutes, 3 seconds, 500 milliseconds, 0 microseconds"
     )
     assert ev.get("Uptime-msec") == "3723500" and ev.get("Session-Count") == "2"
+
+
+def test_committed_templates_are_built_from_the_captures() -> None:
+    import json
+
+    from sim.capture_templates import build
+    from sim.events import TEMPLATES_PATH
+
+    built = json.loads(json.dumps(build(need_captures()), ensure_ascii=False))
+    assert built == json.loads(TEMPLATES_PATH.read_text())
