@@ -750,12 +750,7 @@ def _file_type(path: str) -> str:
 
 
 def _replace_bug_headers(headers: list[tuple[str, str]], path: str, function: str) -> list[tuple[str, str]]:
-    out = []
-    for n, v in headers:
-        if n == "Media-Bug-Function":
-            out.append(("Record-File-Path", path))
-        elif n == "Media-Bug-Target":
-            continue
-        else:
-            out.append((n, v))
+    """RECORD_START/STOP: the channel data, then Record-File-Path at the bottom (switch_ivr_async.c)."""
+    out = [(n, v) for n, v in headers if not n.startswith("Media-Bug-")]
+    out.append(("Record-File-Path", path))
     return out

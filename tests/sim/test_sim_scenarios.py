@@ -164,7 +164,8 @@ def test_bridge_sends_the_agent_to_the_desk_phone(c: RawEsl, switch: SimSwitch, 
     assert phone.wait_heard(1.5, timeout=10)
     assert np.abs(phone.heard_pcm()).max() > 1000  # speech, not silence
     assert c.api(f"uuid_record {a} stop {rec}") == "+OK Success\n"
-    c.wait_event(lambda m: m.name == "RECORD_STOP")
+    rstop = c.wait_event(lambda m: m.name == "RECORD_STOP")
+    assert rstop.headers[-1] == ("Record-File-Path", str(rec)) and rstop.get("Unique-ID") == a
     with wave.open(str(rec)) as w:
         assert w.getframerate() == 8000 and w.getnframes() > 8000
     assert c.api(f"uuid_kill {a}") == "+OK\n"
