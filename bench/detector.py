@@ -5,7 +5,7 @@
 The audio is real: Debian opsound hold music with asterisk prompts between
 (converted by sox), the shape of a call on hold.  Three ways of feeding:
 60 s of frames per call (as replay does), 1 s per call, and one 20 ms frame
-per call (as the audio-fork endpoint does; the detector batches 5 frames
+per call (as the audio-fork endpoint does; the detector batches 10 frames
 before analysing, see DetectorParams.batch_frames).  CPU is process time on one
 thread; memory is what tracemalloc sees allocated per open stream.
 Prints a markdown table; writes nothing.

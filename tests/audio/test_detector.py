@@ -165,8 +165,8 @@ def test_partial_frames_wait_for_more_bytes():
     assert det.media_seconds == 0.0              # one frame waits for a batch (params.batch_frames)
     det.flush()
     assert det.media_seconds == pytest.approx(0.02)
-    det.feed(b"\x00" * 320 * 5)
-    assert det.media_seconds == pytest.approx(0.12)
+    det.feed(b"\x00" * 320 * det.params.batch_frames)
+    assert det.media_seconds == pytest.approx(0.02 + 0.02 * det.params.batch_frames)
 
 
 def test_tone_then_silence_is_no_human():

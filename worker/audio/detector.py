@@ -31,7 +31,7 @@ EVENT_KINDS = ("state", "likely_human", "human", "voicemail", "sit", "busy", "be
 class DetectorParams:
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
     human: HumanParams = field(default_factory=HumanParams)
-    batch_frames: int = 5    # frames gathered before analysis: events come at most 100 ms late, the
+    batch_frames: int = 10   # frames gathered before analysis: events come at most 200 ms late, the
                              # per-call numpy overhead is paid once per batch (1 = every frame)
 
 
