@@ -91,7 +91,7 @@ class Channel:
 
     def getvar(self, name: str) -> str | None:
         if name in self.extra_vars:
-            return self.extra_vars[name]
+            return self.extra_vars[name] or None  # "" = unset with uuid_setvar <uuid> <var>
         if name in self.user_vars:
             return self.user_vars[name]
         builtins = {

@@ -143,6 +143,8 @@ def test_bridge_sends_the_agent_to_the_desk_phone(c: RawEsl, switch: SimSwitch, 
     assert job_body(c, a) == f"+OK {a}\n"
     assert c.api(f"uuid_getvar {a} hs_call_id") == "call-7"
     assert c.api(f"uuid_setvar {a} hs_note hello") == "+OK\n"
+    assert c.api(f"uuid_setvar {a} hs_gone x") == "+OK\n" and c.api(f"uuid_getvar {a} hs_gone") == "x"
+    assert c.api(f"uuid_setvar {a} hs_gone") == "+OK\n" and c.api(f"uuid_getvar {a} hs_gone") == "_undef_"
     rec = tmp_path / "rec.wav"
     assert c.api(f"uuid_record {a} start {rec}") == "+OK Success\n"
     q = notes(switch, a)
