@@ -151,6 +151,7 @@ class ForkSession:
         self.connected = False
         self.closed = False  # we closed (stop/hangup) or the far end dropped
         self.dropped = False
+        self.paused = False  # pause / graceful-shutdown: no audio frames
         self._q: gevent.queue.Queue = gevent.queue.Queue()
         self._sock: socket.socket | None = None
         self._last_read = 0
@@ -160,7 +161,7 @@ class ForkSession:
     # -- media in -------------------------------------------------------------------------
     def push(self, read: np.ndarray, write: np.ndarray | None) -> None:
         """One 20 ms tick of the channel: read = far-end audio, write = what the switch sends to it."""
-        if self.closed:
+        if self.closed or self.paused:
             return
         if self.mix in ("stereo", "mixed") and write is None:
             return  # a parked, silent leg: no frames at all (capture af_stereo16k_parked)
@@ -193,6 +194,12 @@ class ForkSession:
         else:
             data = r.astype("<i2").tobytes()
         self._q.put((2, data))
+
+    def graceful_shutdown(self) -> None:
+        """Stop audio and send one empty binary frame (the server may then send final results and close)."""
+        if not self.closed:
+            self.paused = True
+            self._q.put((2, b""))
 
     def send_text(self, text: str) -> None:
         if not self.closed:

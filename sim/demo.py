@@ -393,8 +393,10 @@ def dialable(company: dict[str, Any], companies: Path, workdir: Path) -> tuple[d
         if data.get("number") == company["number"]:
             data = {**data, "number": alias}
         (target / path.name).write_text(json.dumps(data))
-    print(f"demo: {company['number']} is not a dialable NANP number; the sample company answers on {alias}",
-          file=sys.stderr)
+    print(
+        f"demo: {company['number']} is not a dialable NANP number; the sample company answers on {alias}",
+        file=sys.stderr,
+    )
     return {**company, "number": alias}, target
 
 

@@ -732,7 +732,14 @@ class EslConnection:
             fork.send_text(text)
             return "+OK Success\n"
         if sub in ("pause", "resume", "graceful-shutdown"):
-            return "+OK Success\n" if ch.forks else "-ERR Operation Failed\n"
+            fork = ch.forks.get(parts[2] if len(parts) > 2 else "audio_fork")
+            if fork is None:
+                return "-ERR Operation Failed\n"
+            if sub == "graceful-shutdown":
+                fork.graceful_shutdown()
+            else:
+                fork.paused = sub == "pause"
+            return "+OK Success\n"
         return usage
 
     def _api_sched_hangup(self, arg: str) -> str:

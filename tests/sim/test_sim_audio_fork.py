@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import gevent
 import numpy as np
 import pytest
 from sim_esl_client import RawEsl, WsSink, need_captures
@@ -234,3 +235,27 @@ def test_ws_frame_codec_roundtrip() -> None:
     assert ForkTarget.parse("http://h") == ForkTarget("h", 80, "/")
     with pytest.raises(ForkError):
         ForkTarget.parse("ftp://h")
+
+
+def test_pause_resume_and_graceful_shutdown(call: tuple) -> None:
+    sw, c, uuid = call
+    sink = WsSink()
+    try:
+        c.api(f"uuid_audio_fork {uuid} start {sink.url()} mono 8k")
+        sink.wait_frames(5)
+        assert c.api(f"uuid_audio_fork {uuid} pause") == "+OK Success\n"
+        fork = sw.channel(uuid).forks["audio_fork"]
+        assert fork.paused
+        assert c.api(f"uuid_audio_fork {uuid} resume") == "+OK Success\n"
+        n = len(sink.binary())
+        sink.wait_frames(n + 5)
+        assert c.api(f"uuid_audio_fork {uuid} graceful-shutdown") == "+OK Success\n"
+        with gevent.Timeout(5):
+            while not any(op == 2 and p == b"" for op, p, _ in sink.frames):
+                sink.got_frame.clear()
+                sink.got_frame.wait()
+        assert c.api(f"uuid_audio_fork {uuid} stop") == "+OK Success\n"
+        assert sink.ended.wait(5) and sink.close_code == 1000
+        assert c.api(f"uuid_audio_fork {uuid} pause") == "-ERR Operation Failed\n"
+    finally:
+        sink.stop()
