@@ -29,6 +29,7 @@ from .fingerprint import QUERY_WORDS, FingerprintStore
 
 FRAME_S = FRAME_MS / 1000.0
 RING = 2048              # frames of spectral shape kept for voice profiles (41 s)
+RECENT = 30             # finished utterances remembered (greeting before a beep)
 PROFILE_FRAMES = 750     # a voice profile looks at most at the last 15 s of an utterance
 
 POSITIVE_HINTS = (
@@ -66,6 +67,7 @@ class HumanParams:
     greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
                                      # its few frames make the score noisy, and the wait is evidence too)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
+    greeting_window_s: float = 15.0  # ... counted over this stretch before the beep
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
     fragment_s: float = 0.5         # an utterance with less sound than this opening a talk is a blip
@@ -139,6 +141,7 @@ class HumanDecider:
         self.talk_start = -1             # first frame of the current talk (utterances close together)
         self.talk_sound = 0              # sound frames in it
         self.talk_end = -1
+        self.recent: list[_Utterance] = []   # the last few finished utterances
         self.prev_talk_s = 0.0           # the talk before the last tone (a greeting before a beep)
         self.prev_talk_end = -1
         self.beep_at = -1                # frame of a beep that may close a greeting
@@ -301,7 +304,11 @@ class HumanDecider:
             self.outcome = "busy"
             return Decision(self._t(i), "busy", 0.95, kind)
         if kind == "beep":
-            talk_s, end = self.prev_talk_s, self.prev_talk_end
+            # a greeting: enough speech in the stretch before the beep, ending shortly before it
+            since = i - round(self.p.greeting_window_s / FRAME_S)
+            talk = sum(min(u.sound, u.last - since) for u in self.recent if u.last > since and not u.tone)
+            talk_s = max(talk * FRAME_S, self.prev_talk_s)
+            end = max([u.last for u in self.recent] + [self.prev_talk_end])
             gap = (i - end) * FRAME_S if end >= 0 else 1e9
             if talk_s >= self.p.greeting_min_s and gap <= self.p.beep_after_speech_s + 2.0:
                 self.beep_at, self.beep_talk_s = i, talk_s
@@ -340,6 +347,9 @@ class HumanDecider:
         u = self.utt
         if u is None:
             return
+        if u.sound:
+            self.recent.append(u)
+            del self.recent[:-RECENT]
         # long speech, or speech that ran into music, is a recording: remember it
         if u.sound * FRAME_S >= 1.0 and u.speech_score(self.p) > self.p.speech_score:
             self.store.add(np.asarray(u.words, dtype=np.uint16), "announcement", self.sample_rate)
