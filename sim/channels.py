@@ -82,6 +82,12 @@ class Channel:
     created: float = field(default_factory=time.time)
 
     @property
+    def label(self) -> str:
+        """For log lines: our call id (hs_call_id, set by the worker) and the channel uuid."""
+        call_id = self.user_vars.get("hs_call_id") or self.extra_vars.get("hs_call_id")
+        return f"{call_id} leg {self.uuid}" if call_id else self.uuid
+
+    @property
     def answered(self) -> bool:
         return "answered_us" in self.times
 
@@ -327,7 +333,7 @@ class Engine:
         ch = self._new_channel(f"sofia/external/{digits}", digits, "gw", variables, cid_name, cid_num, job)
         ch.scenario = sc
         ignore_early = variables.get("ignore_early_media", "false").lower() == "true"
-        log.info("call %s: dialing %s (%s, outcome %s)", ch.uuid, digits, sc.name, sc.outcome)
+        log.info("call %s: dialing %s (%s, outcome %s)", ch.label, digits, sc.name, sc.outcome)
         self.emit_all(self.factory.segment("gw.setup", {"a": ch}))
         has_early = sc.data.get("early_media") is not None
         if sc.outcome in ("busy", "unavailable") or (sc.outcome == "sit" and not has_early):
@@ -377,7 +383,7 @@ class Engine:
         ch.state = "answered"
         assert ch.company is not None
         ch.company.answer()
-        log.info("call %s: company answered", ch.uuid)
+        log.info("call %s: company answered", ch.label)
         self.emit_all(segs)
         if not ch.originated:
             self._succeed(ch, job)
@@ -396,7 +402,7 @@ class Engine:
         events = self.factory.segment(f"gw.refuse.{cause}", {"a": ch})
         ch.state = "hungup"
         hooks = {} if ch.originated else {"CHANNEL_HANGUP_COMPLETE": lambda: job.finish(f"-ERR {cause}\n")}
-        log.info("call %s: refused with %s", ch.uuid, cause)
+        log.info("call %s: refused with %s", ch.label, cause)
         self.emit_all(events, hooks)
         self._cleanup(ch)
 
@@ -412,7 +418,7 @@ class Engine:
         hooks = {}
         if job is not None and not ch.originated:
             hooks = {"CHANNEL_HANGUP": lambda: job.finish(f"-ERR {cause}\n")}
-        log.info("call %s: not answered (%s)", ch.uuid, cause)
+        log.info("call %s: not answered (%s)", ch.label, cause)
         self.emit_all(events, hooks)
         self._cleanup(ch)
 
@@ -449,7 +455,7 @@ class Engine:
         ch.times["answered_us"] = now_us()
         ch.state = "answered"
         self.emit_all(self.factory.segment("desk.answer", roles))
-        log.info("desk %s: answered call %s", ext, ch.uuid)
+        log.info("call %s: desk %s answered", ch.label, ext)
         ch.originated = True
         job.finish(f"+OK {ch.uuid}\n")
         ch.parked = True
@@ -463,7 +469,7 @@ class Engine:
 
     def _desk_hangs_up(self, ch: Channel, seconds: float) -> None:
         if not self._wait(ch, seconds):
-            log.info("desk %s: the user hangs up call %s", ch.dest, ch.uuid)
+            log.info("call %s: the user at desk %s hangs up", ch.label, ch.dest)
             self.hangup(ch, "NORMAL_CLEARING", "remote")
 
     def _desk_dtmf(self, ch: Channel) -> None:
@@ -556,7 +562,7 @@ class Engine:
         try:
             pcm = audio.load_playable(path)
         except audio.AudioError as exc:
-            log.info("call %s: broadcast %s failed: %s", ch.uuid, path, exc)
+            log.info("call %s: broadcast %s failed: %s", ch.label, path, exc)
             pcm = np.zeros(0, dtype=np.int16)
         app_uuid = app_uuid or str(uuidlib.uuid4())
         events = self.factory.segment(
@@ -603,6 +609,8 @@ class Engine:
         for d in digits:
             if ch.hungup:
                 return
+            if d not in "0123456789*#ABCDabcdwW":
+                continue
             if d in "wW":
                 if ch.gone.wait(self.scaled(0.5 if d == "w" else 1.0)):
                     return
@@ -624,7 +632,7 @@ class Engine:
             if ch.phone is not None:
                 ch.phone.bridged_to = other.uuid
                 ch.phone.bridged_event.set()
-        log.info("call %s: bridged to %s", a.uuid, b.uuid)
+        log.info("call %s: bridged to %s", a.label, b.uuid)
 
     def start_fork(
         self, ch: Channel, url: str, mix: str, rate: int, metadata: str | None, bugname: str = "audio_fork"
@@ -678,7 +686,7 @@ class Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             audio.write_wav(path, pcm)
         except OSError as exc:
-            log.warning("call %s: cannot write recording %s: %s", ch.uuid, path, exc)
+            log.warning("call %s: cannot write recording %s: %s", ch.label, path, exc)
         ev = self.factory.one("sip.media_bug_stop", 0, ch, event_name="RECORD_STOP")
         ev.headers = _replace_bug_headers(ev.headers, path, "record_session")
         self.emit(ev)
@@ -702,7 +710,7 @@ class Engine:
             ch.state = peer.state = "hungup"
             ch.gone.set()
             peer.gone.set()
-            log.info("call %s: hangup %s (bridged to %s)", ch.uuid, cause, peer.uuid)
+            log.info("call %s: hangup %s (bridged to %s)", ch.label, cause, peer.uuid)
             self.emit_all(events)
             self._cleanup(ch)
             self._cleanup(peer)
@@ -716,7 +724,7 @@ class Engine:
         events = self.factory.segment(seg, {"a": ch}, skip=skip_l)
         ch.state = "hungup"
         ch.gone.set()
-        log.info("call %s: hangup %s (%s)", ch.uuid, cause, origin)
+        log.info("call %s: hangup %s (%s)", ch.label, cause, origin)
         self.emit_all(events)
         self._cleanup(ch)
 
