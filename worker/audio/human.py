@@ -151,6 +151,7 @@ class HumanDecider:
         self._join = round(self.p.join_gap_s / FRAME_S)
         self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
         self._confirm = round(self.p.confirm_s / FRAME_S)
+        self._confirm_early = max(1, self._confirm // 3)
         self._decay = self.p.peak_decay_db_s * FRAME_S
         self._fragment = round(self.p.fragment_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
@@ -263,6 +264,9 @@ class HumanDecider:
                     and utt.speech_score(p) > p.speech_score):
                 self.outcome = "human"
                 return Decision(self._t(i), "human", p.confidence_human, "turn-taking confirmed")
+            if utt.confirming and utt.sound == self._confirm_early and self.likely_at is None:
+                self.likely_at = self._t(i)     # someone speaks again after waiting: likely a person
+                return Decision(self._t(i), "likely_human", p.confidence_likely, "second utterance")
             return self._after_beep(i, sound=True)
         self.silence += 1
         if utt is not None:
@@ -279,7 +283,8 @@ class HumanDecider:
         wait = self._wait - (round(p.hint_bonus_s / FRAME_S) if utt.hint > 0 else 0)
         if self.silence == self._likely and not utt.likely_sent:
             utt.likely_sent = True
-            if self.likely_at is None:
+            # on hold, only a voice unlike the recordings heard is likely a person this early
+            if self.likely_at is None and (not self.on_hold or utt.hint > 0 or self._new_voice(utt)):
                 self.likely_at = self._t(i)
                 return Decision(self._t(i), "likely_human", p.confidence_likely)
         if self.silence >= wait and (not utt.pending or self.silence == self._wait_unknown):
