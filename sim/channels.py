@@ -335,8 +335,7 @@ class Engine:
         ignore_early = variables.get("ignore_early_media", "false").lower() == "true"
         log.info("call %s: dialing %s (%s, outcome %s)", ch.label, digits, sc.name, sc.outcome)
         self.emit_all(self.factory.segment("gw.setup", {"a": ch}))
-        has_early = sc.data.get("early_media") is not None
-        if sc.outcome in ("busy", "unavailable") or (sc.outcome == "sit" and not has_early):
+        if refused:
             if self._wait(ch, REFUSE_DELAY_S):
                 return
             self._refuse(ch, REFUSE_CAUSE[sc.outcome], job)
@@ -346,7 +345,7 @@ class Engine:
         ch.company = company
         assert company is not None
         deadline = time.monotonic() + timeout / self.speed
-        if has_early:
+        if early:
             ch.state = "early"
             ch.times["progress_media_us"] = now_us()
             self.emit_all(self.factory.segment("gw.early", {"a": ch}))
