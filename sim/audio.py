@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import uuid
 import wave
 from pathlib import Path
 
@@ -72,8 +73,13 @@ def read_wav(path: str | Path) -> np.ndarray:
     return read_wav(out)
 
 
+def _unique(path: Path, tag: str) -> Path:
+    """A private scratch name next to `path` (several processes may render the same audio at once)."""
+    return path.with_name(f"{path.stem}.{tag}.{os.getpid()}.{uuid.uuid4().hex[:8]}.wav")
+
+
 def _sox(src: str, out: Path) -> None:
-    tmp = out.with_suffix(".tmp.wav")
+    tmp = _unique(out, "tmp")
     try:
         subprocess.run(
             ["sox", src, "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)],
@@ -83,7 +89,7 @@ def _sox(src: str, out: Path) -> None:
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise AudioError(f"sox could not convert {src}: {exc}") from exc
-    tmp.replace(out)
+    tmp.replace(out)  # atomic: readers see the whole file or none
 
 
 def say(text: str, voice: str = "en-us", speed_wpm: int = 160) -> np.ndarray:
@@ -91,7 +97,7 @@ def say(text: str, voice: str = "en-us", speed_wpm: int = 160) -> np.ndarray:
     key = hashlib.sha1(f"{voice}\0{speed_wpm}\0{text}".encode(), usedforsecurity=False).hexdigest()
     out = cache_dir() / f"say-{key}.wav"
     if not out.exists():
-        raw = out.with_suffix(".raw.wav")
+        raw = _unique(out, "raw")
         try:
             subprocess.run(
                 ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(raw), text],
@@ -99,10 +105,11 @@ def say(text: str, voice: str = "en-us", speed_wpm: int = 160) -> np.ndarray:
                 capture_output=True,
                 timeout=60,
             )
+            _sox(str(raw), out)
         except (OSError, subprocess.SubprocessError) as exc:
             raise AudioError(f"espeak-ng could not say {text!r} with voice {voice}: {exc}") from exc
-        _sox(str(raw), out)
-        raw.unlink(missing_ok=True)
+        finally:
+            raw.unlink(missing_ok=True)
     return read_wav(out)
 
 
