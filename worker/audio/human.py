@@ -76,7 +76,7 @@ class HumanParams:
     wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
-    confirm_s: float = 0.3           # ... once this much of it sounds like speech
+    confirm_s: float = 0.2           # ... once this much of it sounds like speech
     confidence_likely: float = 0.7
     confidence_human: float = 0.9
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
