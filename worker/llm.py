@@ -117,7 +117,6 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
         "charged",
         "statement",
         "invoice",
-        "balance",
         "refund",
         "dispute",
         "disputes",
@@ -127,6 +126,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
         "accounts",
         "overcharged",
     ),
+    "balance": ("balance", "balances", "available", "funds"),
     "fraud": (
         "fraud",
         "stolen",
@@ -140,6 +140,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
         "theft",
         "charge",
         "charges",
+        "card",
+        "cards",
     ),
     "person": (
         "representative",
@@ -275,13 +277,25 @@ def match_score(intent: str, label: str) -> float:
     direct = sum(1 for w in specific if any(_same_word(w, x) for x in iw)) / len(lw)
     ic, lc = _concepts(iw), _concepts(lw) - {"other"}
     concept = len(ic & lc) / len(lc) if lc else 0.0
-    if "person" in ic and set(lw) & PERSON_WORDS:
-        concept = min(1.0, concept + PERSON_BONUS)  # "talk to a person": the option that names one
-    return min(1.0, max(direct, 0.8 * concept))
+    bonus = PERSON_BONUS if "person" in ic and set(lw) & PERSON_WORDS else 0.0  # names a person
+    return min(1.0, max(direct, 0.8 * concept + 0.2 * direct) + bonus)
 
 
 def is_person_option(option: MenuOption) -> bool:
     return bool(set(normalize(option.label).split()) & PERSON_WORDS)
+
+
+# Options that usually end in a recording, not a person.
+INFO_WORDS = frozenset(
+    "hours location locations directions address balance balances directory fax website status repeat hear "
+    "again menu automated recording recorded information spanish espanol".split()
+)
+
+
+def is_staffed_option(option: MenuOption) -> bool:
+    """An option that may reach people (not hours, balances, directories, repeats); unlabelled: no."""
+    words = set(normalize(option.label).split())
+    return bool(words) and not words & INFO_WORDS
 
 
 def _is_other_option(option: MenuOption) -> bool:
@@ -322,6 +336,10 @@ class KeywordChooser:
         other = next((o for o in candidates if _is_other_option(o)), None)
         if other is not None:
             return _press(other, 0.3, f"no option matches the intent; taking {other.label!r}")
+        if "person" in _concepts(_content(intent)):
+            staffed = next((o for o in candidates if is_staffed_option(o)), None)
+            if staffed is not None:
+                return _press(staffed, 0.25, f"no person option; {staffed.label!r} is likely staffed")
         return Choice("wait", confidence=0.2, reason="no option matches the intent; waiting for more options")
 
 

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.errors import InvalidCallFlow
-from worker.llm import SPOKEN_ESCAPES, Choice, Chooser, KeywordChooser, is_person_option, validate_choice
+from worker.llm import (
+    SPOKEN_ESCAPES,
+    Choice,
+    Chooser,
+    KeywordChooser,
+    is_person_option,
+    is_staffed_option,
+    validate_choice,
+)
 from worker.menu import (
     MenuOption,
     asks_for_account,
@@ -336,6 +344,8 @@ class MenuNavigator:
         problem = validate_choice(choice, choices, self.intent)
         if problem:
             choice = KeywordChooser().choose(self.intent, transcript, choices, self.history)
+        if choice.action == "wait" and count >= 2:
+            return self._guess(choices, t)  # heard twice and nothing fits: waiting longer will not help
         self.last_choice = choice
         self._note(t, f"{choice.action} {choice.digits or choice.text} ({choice.source}: {choice.reason})")
         return self._act(choice)
@@ -353,6 +363,19 @@ class MenuNavigator:
                 return int(entry[2])
         self.seen.append([keys, set(words), 1])
         return 1
+
+    def _guess(self, choices: list[MenuOption], t: float) -> Action:
+        staffed = next((o for o in choices if is_staffed_option(o)), None)
+        if staffed is not None and staffed.digits:
+            act = Action(
+                "dtmf",
+                digits=staffed.digits,
+                wait_after_ms=DTMF_WAIT_AFTER_MS,
+                reason=f"nothing fits the intent; {staffed.label!r} is likely staffed",
+            )
+            self._note(t, act.reason)
+            return act
+        return self._escape(choices, t)
 
     def _escape(self, choices: list[MenuOption], t: float) -> Action:
         person = next((o for o in choices if is_person_option(o)), None)

@@ -110,99 +110,32 @@ def group_words(words: Sequence[tuple[str, float, float]], gap_s: float = SEGMEN
 # --- a small language model of IVR speech ------------------------------------------------------
 # The en-us dictation model knows 130k words and mishears menus as news; a bigram model of what
 # phone menus say is both faster and far more accurate on prompts (measured in tests/nav).
-MENU_LM_VERSION = 2  # bump when arpa_bigram changes: the cached file is keyed on it and the corpus
+MENU_LM_VERSION = 3  # bump when arpa_bigram changes: the cached file is keyed on it and the corpus
 _DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "star", "pound")
-_LABELS = (
-    "billing",
-    "billing and payments",
-    "payments",
-    "technical support",
-    "support",
-    "sales",
-    "new service",
-    "orders",
-    "order status",
-    "returns",
-    "returns and exchanges",
-    "a representative",
-    "an operator",
-    "an agent",
-    "customer service",
-    "account balance",
-    "your account",
-    "claims",
-    "a new claim",
-    "pharmacy",
-    "prescription refills",
-    "appointments",
-    "fraud",
-    "a lost or stolen card",
-    "disputes",
-    "a billing dispute",
-    "store hours and locations",
-    "hours and locations",
-    "the company directory",
-    "all other questions",
-    "other questions",
-    "english",
-    "existing customers",
-    "new customers",
-    "internet",
-    "phone",
-    "mobile",
-    "wireless",
-    "television",
-    "cable",
-    "outages",
-    "repairs",
-    "cancellations",
-    "upgrades",
-    "shipping",
-    "delivery",
-    "tracking",
-    "password reset",
-    "online banking",
-    "credit cards",
-    "loans",
-    "mortgages",
-    "insurance",
-    "benefits",
-    "human resources",
-    "employment",
-    "press",
-    "media",
-    "membership",
-    "reservations",
-    "general information",
-    "questions about your bill",
-    "questions about your order",
+_LABELS = tuple(
+    " ".join(x.split())
+    for x in """billing|billing and payments|payments|technical support|support|sales|new service|
+    orders|order status|
+    returns|returns and exchanges|a representative|an operator|an agent|customer service|account balance|
+    your account|accounts|accounts and cards|cards|credit cards|debit cards|claims|a new claim|pharmacy|
+    prescription refills|appointments|fraud|a lost or stolen card|disputes|a billing dispute|branch hours|
+    branch locations|store hours and locations|hours and locations|our hours|the company directory|
+    all other questions|other questions|everything else|english|existing customers|new customers|internet|
+    phone|mobile|wireless|television|cable|outages|repairs|cancellations|upgrades|shipping|delivery|tracking|
+    password reset|online banking|personal banking|business banking|loans|mortgages|insurance|benefits|
+    human resources|employment|membership|reservations|general information|questions about your bill|
+    questions about your order|questions about your account""".split("|")
 )
-_VERB_PHRASES = (
-    "speak to a representative",
-    "speak with a representative",
-    "talk to an agent",
-    "speak to an operator",
-    "reach customer service",
-    "pay your bill",
-    "make a payment",
-    "check your balance",
-    "report an outage",
-    "report a lost or stolen card",
-    "cancel your service",
-    "check the status of your order",
-    "repeat this menu",
-    "hear these options again",
-    "return to the main menu",
-    "leave a message",
-    "request a call back",
-    "receive a call back",
-    "schedule an appointment",
-    "reset your password",
-    "file a claim",
-    "record your name",
-    "record your message",
-    "change your password",
-    "activate your card",
+_VERB_PHRASES = tuple(
+    " ".join(x.split())
+    for x in """speak to a representative|speak with a representative|speak to someone|talk to someone|
+    talk to an agent|
+    speak to an operator|speak to a customer service representative|reach customer service|pay your bill|
+    make a payment|check a balance|check your balance|report an outage|report a lost or stolen card|
+    cancel your service|check the status of your order|repeat this menu|hear these options again|
+    return to the main menu|leave a message|request a call back|receive a call back|schedule an appointment|
+    reset your password|file a claim|record your name|record your message|change your password|
+    activate your card|open an account""".split("|")
 )
 _SENTENCES = (
     "thank you for calling",
@@ -240,24 +173,19 @@ _SENTENCES = (
 
 
 def menu_corpus() -> list[str]:
-    """Sentences typical of IVR prompts (pure, deterministic): the training text of the menu LM."""
+    """Sentences typical of IVR prompts (pure, deterministic): the training text of the menu LM.
+
+    Every label and phrase is paired with every key in both orders, so no digit is favoured.
+    """
     out = list(_SENTENCES)
-    for i, label in enumerate(_LABELS):
-        d, e = _DIGITS[i % 10], _DIGITS[(i * 7 + 3) % 12]
-        out += [
-            f"for {label} press {d}",
-            f"press {e} for {label}",
-            f"for {label} say {label.split()[-1]}",
-            f"for {label} dial {e}",
-        ]
-    for i, phrase in enumerate(_VERB_PHRASES):
-        d, e = _DIGITS[(i * 3 + 1) % 12], _DIGITS[(i * 5 + 2) % 10]
-        out += [
-            f"to {phrase} press {d}",
-            f"press {e} to {phrase}",
-            f"if you would like to {phrase} press {e}",
-        ]
-    out += [f"press {d}" for d in _DIGITS] + [f"or press {d} now" for d in _DIGITS]
+    labels = [" ".join(x.split()) for x in _LABELS]
+    phrases = [" ".join(x.split()) for x in _VERB_PHRASES]
+    for d in _DIGITS:
+        out += [f"for {label} press {d}" for label in labels] + [f"press {d} for {label}" for label in labels]
+        out += [f"to {p} press {d}" for p in phrases] + [f"press {d} to {p}" for p in phrases]
+        out += [f"press {d}", f"or press {d} now", f"please press {d}", f"dial {d}"]
+    out += [f"for {label} say {label.split()[-1]}" for label in labels]
+    out += [f"if you would like to {p} press one" for p in phrases]
     return out
 
 

@@ -302,3 +302,22 @@ def test_submenu_with_the_same_keys_is_not_a_loop() -> None:
         assert nav.on_prompt(main if t % 2 == 0 else sub, float(t)).status == ""
     assert nav.on_prompt(sub, 4.0).status == ""  # sub heard twice, main twice
     assert [e[2] for e in nav.seen] == [2, 2]
+
+
+def test_person_intent_without_a_person_option_takes_a_staffed_one() -> None:
+    menu = parse_menu("For branch hours, press 3. For accounts and cards, press 1.")
+    choice = KeywordChooser().choose("talk to a person", "", menu)
+    assert (choice.action, choice.digits) == ("dtmf", "1")
+    assert KeywordChooser().choose("xyzzy", "", menu).action == "wait"
+
+
+def test_nothing_fits_twice_then_guess_a_staffed_option() -> None:
+    nav = MenuNavigator("xyzzy", {})
+    menu = "for branch hours press 3 for new accounts press 1"
+    assert nav.on_prompt(menu, 1.0).kind == "listen"
+    act = nav.on_prompt(menu, 9.0)
+    assert (act.kind, act.digits) == ("dtmf", "1")
+    only_info = MenuNavigator("xyzzy", {})
+    for _ in range(2):
+        act = only_info.on_prompt("for branch hours press 3 for our locations press 4", 1.0)
+    assert (act.kind, act.digits) == ("dtmf", "0")
