@@ -216,7 +216,7 @@ def test_sched_hangup_and_json_events(esl: RawEsl) -> None:
 
 def test_sample_companies_validate() -> None:
     d = CompanyDirectory(COMPANIES)
-    assert {"+15550100", "+15550101", "+15550102"} <= set(d.by_number)
+    assert {"+15550100", "+15550101", "+15550102", "+15550103", "+15550104"} <= set(d.by_number)
     acme = d.lookup("15550100")
     assert acme is not None and acme.voice("agent") != acme.voice("ivr")
 
