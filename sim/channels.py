@@ -700,6 +700,8 @@ class Engine:
         peer = ch.peer
         ch.hangup_cause = cause
         ch.times["hangup_us"] = now_us()
+        if origin == "remote":  # the far end sent BYE (the company, or the user at the desk phone)
+            ch.extra_vars["sip_hangup_disposition"] = "recv_bye"
         if peer is not None and not peer.hungup:
             a, b = (ch, peer) if ch.bridge_role == "a" else (peer, ch)
             peer.hangup_cause = "NORMAL_CLEARING"

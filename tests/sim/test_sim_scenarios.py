@@ -352,6 +352,7 @@ def test_desk_user_hangs_up_on_their_own(tmp_path: Path) -> None:
         assert job_body(c, d) == f"+OK {d}\n"
         hc = c.wait_event(lambda m: m.name == "CHANNEL_HANGUP_COMPLETE" and m.get("Unique-ID") == d)
         assert hc.get("Hangup-Cause") == "NORMAL_CLEARING"
+        assert hc.get("variable_sip_hangup_disposition") == "recv_bye"
         c.close()
     finally:
         sw.stop()
