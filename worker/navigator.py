@@ -312,23 +312,23 @@ class MenuNavigator:
             self._note(t, f"accepted callback ({offer.digits or offer.say})")
             act = Action("dtmf", digits=offer.digits) if offer.digits else Action("speak", text=offer.say)
             return self._end(CALLBACK_ACCEPTED, f"accepted the callback offer {offer.label!r}", act)
+        account = str(self.options.get("account_number") or "")
+        if account and not self.account_sent and asks_for_account(transcript):
+            self.account_sent = True
+            self._note(t, "sent account number")
+            return Action(
+                "dtmf",
+                digits=account + "#",
+                reason="the prompt asks for the account number",
+                secret=True,
+                wait_after_ms=DTMF_WAIT_AFTER_MS,
+            )
         choices = [o for o in menu if not o.is_callback]
         if not choices:
             if offer is not None or is_hold_message(transcript):
                 self._note(t, "hold message")
                 return Action(
                     "hold", reason="declined callback offer" if offer is not None else "hold message"
-                )
-            account = str(self.options.get("account_number") or "")
-            if account and not self.account_sent and asks_for_account(transcript):
-                self.account_sent = True
-                self._note(t, "sent account number")
-                return Action(
-                    "dtmf",
-                    digits=account + "#",
-                    reason="the prompt asks for the account number",
-                    secret=True,
-                    wait_after_ms=DTMF_WAIT_AFTER_MS,
                 )
             if not self.intent_spoken and asks_open_question(transcript):
                 self.intent_spoken = True

@@ -171,6 +171,10 @@ def test_account_number_prompt_and_open_question() -> None:
     act = nav.on_prompt("Please enter your account number followed by the pound key.")
     assert (act.kind, act.digits, act.secret) == ("dtmf", "123456#", True)
     assert act.to_event()["digits"] == "*******"
+    again = nav.on_prompt("Please enter your account number, or press 0 for an operator.")
+    assert (again.kind, again.digits) == ("dtmf", "0")  # sent once only
+    mixed = MenuNavigator("billing", {"account_number": "42"})
+    assert mixed.on_prompt("Enter your account number, or press 0 for an operator.").digits == "42#"
     ask = nav.on_prompt("In a few words, tell me why you're calling.")
     assert (ask.kind, ask.text) == ("speak", "billing")
 
