@@ -63,6 +63,7 @@ class Channel:
     prev_callstate: str = "DOWN"
     hangup_cause: str = ""
     extra_vars: dict[str, str] = field(default_factory=dict)
+    var_overrides: dict[str, str] = field(default_factory=dict)  # replace template values, never add
     var_snapshot: list[tuple[str, str]] = field(default_factory=list)
     times: dict[str, int] = field(default_factory=dict)
     state: str = "ringing"  # ringing | early | answered | hungup
@@ -701,7 +702,7 @@ class Engine:
         ch.hangup_cause = cause
         ch.times["hangup_us"] = now_us()
         if origin == "remote":  # the far end sent BYE (the company, or the user at the desk phone)
-            ch.extra_vars["sip_hangup_disposition"] = "recv_bye"
+            ch.var_overrides["sip_hangup_disposition"] = "recv_bye"
         if peer is not None and not peer.hungup:
             a, b = (ch, peer) if ch.bridge_role == "a" else (peer, ch)
             peer.hangup_cause = "NORMAL_CLEARING"

@@ -465,7 +465,7 @@ def run(args: argparse.Namespace) -> int:
         call_id = stack.place_call(
             {"number": company["number"], "intent": "talk to a person about my bill", "transfer_to": "1000"}
         )
-        final = stack.wait_final(call_id)
+        final = stack.wait_status(call_id, FINAL)  # transferred is final, even while the two talk
         line = {
             "call_id": call_id,
             "status": final.get("status"),

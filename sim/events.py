@@ -105,6 +105,7 @@ class ChannelView(Protocol):
     caller_id_number: str
     user_vars: dict[str, str]
     extra_vars: dict[str, str]
+    var_overrides: dict[str, str]
     var_snapshot: list[tuple[str, str]]
     times: dict[str, int]
 
@@ -271,7 +272,7 @@ class EventFactory:
             merged = [
                 (n, chan.extra_vars.get(n[9:], v) if n.startswith("variable_") else v) for n, v in block
             ]
-            merged = [(n, v) for n, v in merged if v != ""]
+            merged = [(n, chan.var_overrides.get(n[9:], v)) for n, v in merged if v != ""]
             for k, v in chan.extra_vars.items():
                 if f"variable_{k}" not in seen and v != "":
                     merged.append((f"variable_{k}", v))
