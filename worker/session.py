@@ -41,6 +41,8 @@ PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before m
 TICK_S = 0.1  # media seconds between the audio pump's ticks
 FEED_BATCH_S = 0.1  # media seconds of audio fed to the detector at once (5 frames of 20 ms)
 FEED_WAIT_S = 0.12  # wall seconds the pump waits to fill a batch (bounds the added latency)
+AGENT_WAITING_S = 2.5  # media seconds of silence after "connecting you" that confirm a waiting person
+CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
 MAX_BATCH_FACTOR = 20  # a backlog is fed up to 20 batches (2 s of media) at once
 MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
@@ -385,6 +387,8 @@ class CallSession:
         self._update(status="holding", hold_started_at=now)
         self._event("hold.started", {"media_t": round(self.media_t, 2)})
         deadline = time.monotonic() + self.max_hold_s
+        likely_at: float | None = None  # media time of the last likely_human still being confirmed
+        quiet_since: float | None = None  # media time the far end went quiet after it
         while True:
             msg = self._next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
@@ -394,11 +398,39 @@ class CallSession:
                 if kind == "likely_human":
                     self._event("human.likely", {"t": round(msg.t_media, 2)})
                     self._play_connecting()
+                    likely_at = msg.t_media
+                    quiet_since = msg.t_media if self.last_state == "silence" else None
                 elif kind == "human":
                     self.human_t = msg.t_media
                     return
                 elif kind in DETECTOR_FINAL:
                     raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+                elif kind == "state" and likely_at is not None:
+                    if msg.data.state == "silence":
+                        quiet_since = quiet_since if quiet_since is not None else msg.t_media
+                    elif msg.data.state in ("music", "ringback"):
+                        log.info(
+                            "call %s: likely human at %.1fs was a false alarm (%s)",
+                            self.call_id,
+                            likely_at,
+                            msg.data.state,
+                        )
+                        self._event("human.unconfirmed", {"t": round(likely_at, 2), "then": msg.data.state})
+                        likely_at = quiet_since = None
+                        self.prompt_played = False
+                    else:
+                        quiet_since = None
+                continue
+            if msg.kind == "tick" and likely_at is not None:
+                if quiet_since is not None and self.media_t - quiet_since >= AGENT_WAITING_S:
+                    # Told "one moment, connecting you", a person waits in silence; a recording
+                    # (music, announcements) does not stop for us.
+                    log.info("call %s: the agent went quiet after our prompt: a person", self.call_id)
+                    self.human_t = likely_at
+                    return
+                if self.media_t - likely_at >= CONFIRM_MAX_S:
+                    self._event("human.unconfirmed", {"t": round(likely_at, 2), "then": "timeout"})
+                    likely_at = quiet_since = None
                 continue
             self._common(msg)
 
