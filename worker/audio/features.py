@@ -23,6 +23,8 @@ BAND_HI_HZ = 3600.0
 DTMF_LOW_BAND = (640.0, 1000.0)    # where DTMF row tones may lie, Hz (with margin)
 DTMF_HIGH_BAND = (1130.0, 1720.0)  # column tones, Hz
 DTMF_MIN_TONALITY = 0.75  # a DTMF frame partly filled (onset click) is still this tonal
+FP_SPAN = 3               # frames summed for a fingerprint word (60 ms, hop 20 ms)
+FP_LAG = 2                # frames between the two smoothed spectra a word compares
 FP_BANDS = 17             # fingerprint bands (16 difference bits per frame)
 FINE_BIN_HZ = 4.0         # resolution of the fine spectrum used for tone frequencies, Hz
 
@@ -73,7 +75,7 @@ class FeatureExtractor:
         self.bands = _band_matrix(freqs[self.band], FP_BANDS)
         self.band_bins = np.maximum(self.bands.sum(axis=0), 1.0)
         self._cols = np.arange(len(self.band))
-        self._prev_bands: np.ndarray | None = None
+        self._fp_hist: np.ndarray | None = None
 
     # -- public -------------------------------------------------------------------
     def compute(self, frames: np.ndarray) -> Features:
@@ -134,11 +136,20 @@ class FeatureExtractor:
 
         # fingerprint words: sign of the band-energy difference across frequency, changed over time
         be = np.log(bands + 1e-9)
-        dfreq = be[:, 1:] - be[:, :-1]
-        prevd = np.empty_like(dfreq)
-        prevd[1:] = dfreq[:-1]
-        prevd[0] = dfreq[0] if self._prev_bands is None else self._prev_bands
-        self._prev_bands = dfreq[-1].copy()
+        # words from band energies summed over FP_SPAN frames (hop one frame): a recording heard
+        # again at another sub-frame alignment gives nearly the same words
+        keep = FP_SPAN + FP_LAG - 1
+        hist = self._fp_hist if self._fp_hist is not None else np.repeat(bands[:1], keep, axis=0)
+        ext = np.concatenate([hist, bands])
+        rows_out = len(ext) - FP_SPAN + 1
+        summed = ext[0:rows_out].copy()       # row k: ext[k:k + FP_SPAN], summed the same way in any
+        for d in range(1, FP_SPAN):           # split of the stream (no running sums)
+            summed += ext[d:d + rows_out]
+        smooth = np.log(summed + 1e-9)
+        self._fp_hist = ext[-keep:].copy()
+        dfreq_all = smooth[:, 1:] - smooth[:, :-1]
+        dfreq = dfreq_all[FP_LAG:FP_LAG + count]     # windows ending at each frame of the block
+        prevd = dfreq_all[:count]                    # ... and FP_LAG frames earlier
         bitsm = (dfreq - prevd) > 0
         bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[1], dtype=np.uint16)).sum(axis=1)
         shape = be * (10.0 / np.log(10.0))

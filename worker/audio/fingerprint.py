@@ -22,7 +22,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 VERSION = 1
 MAX_WORDS = 750           # longest stored segment, frames (15 s)
-MATCH_BER = 0.30          # bit error rate at or under which two segments are the same recording
+MATCH_BER = 0.32          # bit error rate at or under which two segments are the same recording
+                          # (same recording at any sub-frame alignment <= 0.26, other prompts >= 0.40)
 QUERY_WORDS = 40          # frames of a new segment compared (0.8 s)
 
 
