@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 hist = events.history(None, cid)
                 human = next((e for e in hist if e["type"] == "human.detected"), None)
                 hold_ev = next((e for e in hist if e["type"] == "hold.started"), None)
+                delay = None
                 if human is None:
                     missed += 1
                 elif hold_ev is not None:
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 start, end = c.started_at, c.bridged_at or c.ended_at
                 if start and end:
                     call_seconds += (end - start).total_seconds()
-                rows.append((cid[:8], c.status, c.hold_seconds()))
+                rows.append((cid[:8], c.status, c.hold_seconds(), delay))
         lag50 = float(stats.get("lag_p50_ms", 0.0))
         lag99 = float(stats.get("lag_p99_ms", 0.0))
         result = {
@@ -177,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             "missed_humans": missed,
             "late_humans": int(late),
         }
-        print(f"{'call':10} {'status':16} {'hold_s':>8}")
-        for cid, status, hold in rows:
-            print(f"{cid:10} {status:16} {hold if hold is not None else '-':>8}")
+        print(f"{'call':10} {'status':16} {'hold_s':>8} {'human_after_agent_s':>20}")
+        for cid, status, hold, delay in rows:
+            shown = f"{delay:.2f}" if delay is not None else "-"
+            print(f"{cid:10} {status:16} {hold if hold is not None else '-':>8} {shown:>20}")
         print(f"\n{args.calls} calls in {wall:.1f}s wall (speed x{args.speed:g}); unfinished: {len(pending)}")
         print(f"lag p50 {lag50:.2f} ms, p99 {lag99:.2f} ms over {stats.get('frames', 0)} frames")
         print(
