@@ -64,6 +64,8 @@ class HumanParams:
     score_level_std: float = 0.86    # per dB of level standard deviation (music ~3 dB, speech ~7.5 dB)
     score_bias: float = -15.52
     speech_score: float = 0.0
+    long_s: float = 5.0              # utterances with this much sound are judged with long_speech_score
+    long_speech_score: float = 3.0
     greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
                                      # its few frames make the score noisy, and the wait is evidence too)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
@@ -154,6 +156,7 @@ class HumanDecider:
         self._confirm_early = max(1, self._confirm // 3)
         self._decay = self.p.peak_decay_db_s * FRAME_S
         self._fragment = round(self.p.fragment_s / FRAME_S)
+        self._long = round(self.p.long_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
         self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S),
                              round(self.p.confirm_gap_s[1] / FRAME_S))
@@ -226,7 +229,7 @@ class HumanDecider:
             return self._after_beep(i, sound=True)
         if active:
             music_split = (utt is not None and self.silence < self._join and self.silence >= 5
-                           and utt.sound >= 50 and utt.speech_score(p) < p.speech_score)
+                           and utt.sound >= 50 and self._music_like(utt))
             if utt is None or self.silence >= self._join or music_split:
                 prev = utt
                 gap = self.silence
@@ -236,7 +239,7 @@ class HumanDecider:
                     utt.confirming = True
                 if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
                         or (prev is not None and (prev.tone or prev.after_music
-                                                  or prev.speech_score(p) <= p.speech_score))):
+                                                  or self._music_like(prev)))):
                     self.talk_start, self.talk_sound = i, 0
                 elif prev is not None and prev.start == self.talk_start and prev.sound < self._fragment:
                     # a blip (a click, the last note of the music) does not start a talk
@@ -335,6 +338,14 @@ class HumanDecider:
             conf = min(0.95, 0.6 + 0.05 * self.beep_talk_s)
             return Decision(self._t(i), "voicemail", conf)
         return None
+
+    def _music_like(self, u: _Utterance) -> bool:
+        """Music, not speech: a low score; over a long stretch the score must be clearly high
+        (long speech - menus, greetings - scores far above the few speech-like passages of music)."""
+        score = u.speech_score(self.p)
+        if u.sound >= self._long:
+            return score < self.p.long_speech_score
+        return score <= self.p.speech_score
 
     def _qualifies(self, u: _Utterance) -> bool:
         p = self.p
