@@ -22,7 +22,8 @@ from .features import FRAME_MS, frame_samples
 from .fingerprint import Fingerprint, FingerprintStore
 from .human import HumanDecider, HumanParams
 
-SUB_BLOCK = 500      # frames analysed at once (bounds memory; results do not depend on it)
+SUB_BLOCK = 500      # frames analysed at once (bounds memory; results do not depend on it;
+                     # must stay <= human.RING - human.PROFILE_FRAMES)
 OUTCOMES = ("human", "voicemail", "sit", "busy", "no_human")
 EVENT_KINDS = ("state", "likely_human", "human", "voicemail", "sit", "busy", "beep", "dtmf")
 

@@ -24,6 +24,7 @@ VERSION = 1
 MAX_WORDS = 750           # longest stored segment, frames (15 s)
 MATCH_BER = 0.32          # bit error rate at or under which two segments are the same recording
                           # (same recording at any sub-frame alignment <= 0.26, other prompts >= 0.40)
+MAX_HEARD = 40            # recordings remembered per call (the most recent)
 QUERY_WORDS = 40          # frames of a new segment compared (0.8 s)
 
 
@@ -72,8 +73,12 @@ class FingerprintStore:
         self.heard: list[Fingerprint] = []
 
     def add(self, words: np.ndarray, kind: str = "announcement", sample_rate: int = 8000) -> None:
-        if len(words) >= QUERY_WORDS:
-            self.heard.append(Fingerprint(np.asarray(words[:MAX_WORDS], dtype=np.uint16), kind, sample_rate))
+        """Remember a recording heard in this call (once: a repeat of a stored one is not added)."""
+        words = np.asarray(words[:MAX_WORDS], dtype=np.uint16)
+        if len(words) < QUERY_WORDS or self.is_repeat(words):
+            return
+        self.heard.append(Fingerprint(words, kind, sample_rate))
+        del self.heard[:-MAX_HEARD]
 
     def match(self, query: np.ndarray) -> float:
         """Best similarity (1 - bit error rate) of the query against everything stored; 0 when nothing."""

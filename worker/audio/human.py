@@ -28,9 +28,9 @@ from .features import FRAME_MS
 from .fingerprint import QUERY_WORDS, FingerprintStore
 
 FRAME_S = FRAME_MS / 1000.0
-RING = 2048              # frames of spectral shape kept for voice profiles (41 s)
+RING = 1024              # frames of spectral shape kept for voice profiles (20 s; > PROFILE_FRAMES + a block)
 RECENT = 30             # finished utterances remembered (greeting before a beep)
-PROFILE_FRAMES = 750     # a voice profile looks at most at the last 15 s of an utterance
+PROFILE_FRAMES = 500     # a voice profile looks at most at the last 10 s of an utterance
 
 POSITIVE_HINTS = (
     r"\bmy name is\b", r"\bhow (can|may) i help\b", r"\bspeaking\b", r"\bthis is \w+", r"\bhello\b",
