@@ -114,6 +114,11 @@ def test_fingerprint_round_trip_and_matching():
         Fingerprint.from_dict({"v": 1, "words": "not base64!"})
     with pytest.raises(FingerprintError):
         Fingerprint.from_dict({"v": 99, "words": ""})
+    with pytest.raises(FingerprintError):
+        Fingerprint.from_dict(None)  # type: ignore[arg-type]
+    # a corrupt stored row does not stop the call: it is skipped and counted
+    det = HoldDetector(8000, known=[fp.to_dict(), None, {"v": 1}])
+    assert det.bad_known == 2 and len(det.store.known) == 1
 
 
 def test_transcript_hints():

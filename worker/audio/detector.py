@@ -19,7 +19,7 @@ import numpy as np
 
 from .classifier import ClassifierParams, FrameClassifier, Hysteresis
 from .features import FRAME_MS, frame_samples
-from .fingerprint import Fingerprint, FingerprintStore
+from .fingerprint import Fingerprint, FingerprintError, FingerprintStore
 from .human import HumanDecider, HumanParams
 
 SUB_BLOCK = 500      # frames analysed at once (bounds memory; results do not depend on it;
@@ -55,7 +55,13 @@ class HoldDetector:
         self.sample_rate = sample_rate
         self.frame_bytes = frame_samples(sample_rate) * 2      # raises on an unsupported rate
         self.params = params or DetectorParams()
-        fps = [k if isinstance(k, Fingerprint) else Fingerprint.from_dict(k) for k in known]
+        fps: list[Fingerprint] = []
+        self.bad_known = 0       # stored fingerprints that could not be read (skipped; the job may log it)
+        for k in known:
+            try:
+                fps.append(k if isinstance(k, Fingerprint) else Fingerprint.from_dict(k))
+            except FingerprintError:
+                self.bad_known += 1
         self.store = FingerprintStore(fps)
         self.classifier = FrameClassifier(sample_rate, self.params.classifier)
         self.decider = HumanDecider(self.params.human, self.store, sample_rate)

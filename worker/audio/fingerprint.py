@@ -44,6 +44,8 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, d: dict) -> Fingerprint:
+        if not isinstance(d, dict):
+            raise FingerprintError(f"a fingerprint is a dict, got {type(d).__name__}")
         try:
             if d.get("v") != VERSION:
                 raise FingerprintError(f"unknown fingerprint version {d.get('v')!r}")
