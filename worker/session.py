@@ -43,6 +43,7 @@ FEED_BATCH_S = 0.1  # media seconds of audio fed to the detector at once (5 fram
 FEED_WAIT_S = 0.12  # wall seconds the pump waits to fill a batch (bounds the added latency)
 AGENT_WAITING_S = 2.5  # media seconds of silence after "connecting you" that confirm a waiting person
 CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
+META_EVERY_S = 10.0  # wall seconds between job.meta refreshes while holding
 MAX_BATCH_FACTOR = 20  # a backlog is fed up to 20 batches (2 s of media) at once
 MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
@@ -196,6 +197,7 @@ class CallSession:
         self.fork_stream: Any = None
         self.navigated = False
         self.det_gen = 0
+        self.meta_saved_at = 0.0
         self.human_t = 0.0
         self.det_offset = 0.0  # media time at which the current detector started
         self.transfer_to = call.transfer_to
@@ -421,6 +423,8 @@ class CallSession:
                     else:
                         quiet_since = None
                 continue
+            if msg.kind == "tick" and time.monotonic() - self.meta_saved_at >= META_EVERY_S:
+                self._save_meta()  # the dashboard's hold counter keeps moving
             if msg.kind == "tick" and likely_at is not None:
                 if quiet_since is not None and self.media_t - quiet_since >= AGENT_WAITING_S:
                     # Told "one moment, connecting you", a person waits in silence; a recording
@@ -871,14 +875,21 @@ class CallSession:
         except Exception:
             log.exception("call %s: could not store %s", self.call_id, sorted(fields))
             raise
-        if "status" in fields and self.job is not None:
-            try:
-                self.job.meta.update(
-                    {"call_id": self.call_id, "status": self.status, "hold_seconds": self._hold_seconds()}
-                )
-                self.job.save_meta()
-            except Exception as exc:  # noqa: BLE001 - Redis trouble must not end a call
-                log.warning("call %s: job meta not saved: %s", self.call_id, exc)
+        if "status" in fields:
+            self._save_meta()
+
+    def _save_meta(self) -> None:
+        """job.meta for the RQ dashboard: status and seconds on hold so far."""
+        if self.job is None:
+            return
+        self.meta_saved_at = time.monotonic()
+        try:
+            self.job.meta.update(
+                {"call_id": self.call_id, "status": self.status, "hold_seconds": self._hold_seconds()}
+            )
+            self.job.save_meta()
+        except Exception as exc:  # noqa: BLE001 - Redis trouble must not end a call
+            log.warning("call %s: job meta not saved: %s", self.call_id, exc)
 
     def _hold_seconds(self, now: Any = None) -> float | None:
         with db.database.connection_context():

@@ -41,6 +41,13 @@ def _row(stack: Stack, call_id: str) -> db.Call:
         return db.Call.get_by_id(call_id)
 
 
+def _proc_of(stack: Stack, worker_id: str) -> str:
+    """The Stack process name of a worker id (`<name>-<hex>`)."""
+    name = worker_id.rsplit("-", 1)[0]
+    assert name in stack.procs, (worker_id, list(stack.procs))
+    return name
+
+
 def _types(stack: Stack, call_id: str) -> list[str]:
     return [e["type"] for e in stack.timeline(call_id)]
 
@@ -102,12 +109,25 @@ def test_cancel_during_hold(stack: Stack):
     _assert_no_channels(stack)
 
 
+def test_sigterm_warm_shutdown_ends_calls_after_grace(stack: Stack):
+    stack.start_worker("worker-term")
+    call_id = _place(stack, LONG_HOLD, transfer_to="1000")
+    stack.wait_status(call_id, {"holding"}, timeout=30)
+    owner = _row(stack, call_id).worker_id
+    name = _proc_of(stack, owner)
+    stack.procs[name].popen.send_signal(signal.SIGTERM)
+    assert stack.procs[name].popen.wait(30) == 0          # grace (5 s) over: calls interrupted, clean exit
+    final = stack.wait_final(call_id, timeout=10)
+    assert (final["status"], final["status_reason"]) == ("failed", "worker_shutdown"), final
+    _assert_no_channels(stack)
+
+
 def test_worker_killed_mid_hold_is_reaped_by_another_worker(stack: Stack):
     stack.start_worker("worker2")
     call_id = _place(stack, LONG_HOLD, transfer_to="1000")
     stack.wait_status(call_id, {"holding"}, timeout=30)
     owner = _row(stack, call_id).worker_id
-    victim = next(name for name in stack.procs if owner.startswith(f"{name}-"))
+    victim = _proc_of(stack, owner)
     assert channels(stack)["row_count"] == 1
     stack.kill(victim, signal.SIGKILL)
     final = stack.wait_final(call_id, timeout=30)
