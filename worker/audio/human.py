@@ -72,6 +72,7 @@ class HumanParams:
     greeting_window_s: float = 15.0  # ... counted over this stretch before the beep
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
     beep_silence_s: float = 0.5      # silence after the beep before calling it voicemail
+    music_tail_gap_s: float = 0.3    # a pause this long ends a long piece split off music
     fragment_s: float = 0.5         # an utterance with less sound than this opening a talk is a blip
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
@@ -156,6 +157,7 @@ class HumanDecider:
         self._confirm_early = max(1, self._confirm // 3)
         self._decay = self.p.peak_decay_db_s * FRAME_S
         self._fragment = round(self.p.fragment_s / FRAME_S)
+        self._tail_gap = round(self.p.music_tail_gap_s / FRAME_S)
         self._long = round(self.p.long_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
         self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S),
@@ -230,11 +232,14 @@ class HumanDecider:
         if active:
             music_split = (utt is not None and self.silence < self._join and self.silence >= 5
                            and utt.sound >= 50 and self._music_like(utt))
-            if utt is None or self.silence >= self._join or music_split:
+            # a piece split off music that has run longer than any greeting: a pause ends it
+            tail_split = (utt is not None and utt.after_music and self.silence >= self._tail_gap
+                          and (i - utt.start) * FRAME_S > p.max_span_s)
+            if utt is None or self.silence >= self._join or music_split or tail_split:
                 prev = utt
                 gap = self.silence
                 self._finish_utterance()
-                utt = self.utt = _Utterance(start=i, after_music=music_split)
+                utt = self.utt = _Utterance(start=i, after_music=music_split or tail_split)
                 if prev is not None and prev.pending and self._confirm_gap[0] <= gap <= self._confirm_gap[1]:
                     utt.confirming = True
                 if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
