@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
-from audio_helpers import MOH, PROMPTS, add_noise, kinds, level, pcm, run, silence, sound, speech, tone
+from audio_helpers import (
+    MOH,
+    PROMPTS,
+    add_noise,
+    kinds,
+    level,
+    pcm,
+    run,
+    silence,
+    sound,
+    speech,
+    tone,
+    write_wav,
+)
 
 from worker.audio import Fingerprint, FingerprintError, HoldDetector
 from worker.audio.fingerprint import FingerprintStore, bit_error_rate
@@ -178,3 +193,17 @@ def test_partial_frames_wait_for_more_bytes():
 def test_tone_then_silence_is_no_human():
     det, _ = run(np.concatenate([tone([1000], 0.2), silence(5.0)]))
     assert det.finish() == "no_human"
+
+
+def test_lost_packets_resampled_to_16k_do_not_pull_the_noise_floor_down(tmp_path):
+    """A lost 20 ms packet is a zero frame at 8 kHz; resampled to 16 kHz it is only nearly zero."""
+    x, onset = agent(8000)
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160).copy()
+    frames[np.random.default_rng(5).random(len(frames)) < 0.02] = 0.0
+    src, dst = str(tmp_path / "8k.wav"), str(tmp_path / "16k.wav")
+    write_wav(src, frames.reshape(-1))
+    subprocess.run(["sox", src, "-r", "16000", dst], check=True, capture_output=True)
+    y = sound(dst, 16000)
+    det, _ = run(y, 16000)
+    assert det.outcome == "human"
+    assert onset < det.human_at <= onset + 6.0

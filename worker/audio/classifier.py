@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .features import FRAME_MS, FeatureExtractor, frame_samples
 from .tones import NONE, ToneEvent, ToneParams, ToneTracker, tone_codes
 
+FLOOR_SMOOTH = 3       # frames averaged before taking the noise floor (60 ms)
 LABELS = ("silence", "noise", "ringback", "busy", "reorder", "sit", "dtmf", "beep", "music", "speech")
 
 
@@ -70,6 +71,7 @@ class FrameClassifier:
         self._floor_n = int(self.p.floor_window_s * 1000 / FRAME_MS)
         self._win_n = int(self.p.window_s * 1000 / FRAME_MS)
         self._e_hist = np.full(self._floor_n - 1, np.inf)
+        self._p_hist: np.ndarray | None = None
         self._w_hist = np.full(self._win_n - 1, -100.0)
         self._f_hist = np.zeros(self._win_n - 1)
 
@@ -80,7 +82,15 @@ class FrameClassifier:
         e = f.energy_db
 
         # noise floor: quietest real frame over the recent past, clamped
-        e_floor = np.where(e < p.lost_frame_db, np.inf, e)
+        # the floor follows the level of FLOOR_SMOOTH-frame stretches, so a lost packet (a zero or,
+        # after resampling, a near-zero frame) cannot drag it down
+        power = np.power(10.0, e / 10.0)
+        if self._p_hist is None:                       # the call's first frames: no past yet
+            self._p_hist = np.repeat(power[:1], FLOOR_SMOOTH - 1)
+        pw = np.concatenate([self._p_hist, power])
+        self._p_hist = pw[len(pw) - (FLOOR_SMOOTH - 1):]
+        smooth = 10.0 * np.log10(_rolling_mean(pw, FLOOR_SMOOTH) + 1e-10)
+        e_floor = np.where(smooth < p.lost_frame_db, np.inf, smooth)
         ext = np.concatenate([self._e_hist, e_floor])
         floor = _rolling_min(ext, self._floor_n)
         floor = np.clip(np.where(np.isinf(floor), p.floor_max_db, floor), p.floor_min_db, p.floor_max_db)
