@@ -31,6 +31,7 @@ from worker.prompts import Prompts  # noqa: E402
 from worker.reaper import Reaper  # noqa: E402
 from worker.runner import DEFAULT_GRACE_S, GeventWorker  # noqa: E402
 from worker.session import Runtime  # noqa: E402
+from worker.stt import make_transcriber  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     lag = LagStats()
     rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
                  worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
-                 esl_pool=pool, on_lag=lag.add)
+                 esl_pool=pool, on_lag=lag.add, transcriber_factory=lambda: make_transcriber(settings))
     job.install(rt)
     hub = job.ControlHub(conn, rt)
     hub.start()

@@ -114,16 +114,6 @@ def parse_control(raw: bytes | str) -> dict[str, Any]:
     return msg
 
 
-def normalize_step(step: dict[str, Any]) -> dict[str, Any]:
-    """A call-flow step with a lower-case `type` (accepts `type`, `action` or `kind`) (pure)."""
-    if not isinstance(step, dict):
-        raise ValueError(f"call flow step must be an object, got {step!r}")
-    kind = step.get("type") or step.get("action") or step.get("kind")
-    if not isinstance(kind, str):
-        raise ValueError(f"call flow step has no type: {step!r}")
-    return {**step, "type": kind.strip().lower()}
-
-
 # --- messages in a session's inbox ---------------------------------------------------
 @dataclass
 class Msg:
@@ -154,6 +144,7 @@ class Runtime:
     prompts: Prompts
     worker_id: str
     detector_factory: Callable[[str, Any], Any] | None = None  # (number, heard fingerprints) -> detector
+    transcriber_factory: Callable[[], Any] | None = None  # -> worker.stt Transcriber (LISTEN steps)
     esl_pool: Any = None  # worker.esl.EslPool: picks the least-loaded connected switch
     active: dict[str, CallSession] = field(default_factory=dict)
     on_lag: Callable[[float], None] | None = None  # frame arrival -> detector decision, seconds
@@ -197,6 +188,7 @@ class CallSession:
         self.fork_stream: Any = None
         self.navigated = False
         self.det_gen = 0
+        self.stt: Any = None  # worker.stt.StreamingTranscriber, only for flows with LISTEN steps
         self.meta_saved_at = 0.0
         self.human_t = 0.0
         self.det_offset = 0.0  # media time at which the current detector started
@@ -224,9 +216,12 @@ class CallSession:
             )
             self._event("call.dialing", {"number": self.number, "worker": self.rt.worker_id})
             self._dial_company()
-            self._navigate()
-            self._hold_until_human()
-            self._connect_user()
+            steps = self._flow_steps()
+            if steps:
+                self._run_flow(steps)
+            else:  # no stored flow: the detector listens from the answer on
+                self._hold_until_human()
+                self._connect_user()
             self._follow_bridge()
         except Ended as e:
             final = e
@@ -322,53 +317,78 @@ class CallSession:
         self._event("call.answered", {"uuid": self.company_uuid})
 
     # --- 2. navigate --------------------------------------------------------------------
-    def _navigate(self) -> None:
-        steps = self._flow_steps()
-        if not steps:
-            return  # flow-less: listen on hold right away
-        self.navigated = True
-        for i, raw in enumerate(steps):
-            step = normalize_step(raw)
-            kind = step["type"]
-            log.info("call %s: step %d/%d %s", self.call_id, i + 1, len(steps), kind)
-            if kind == "dtmf":
-                digits = self._say(step) or str(step.get("digits") or "")
-                self._wait_prompt_end(PROMPT_MAX_S)
-                self._send_dtmf(digits)
-                self._event(
-                    "ivr.dtmf", {"digits": "*" * len(digits) if step.get("say") else digits, "step": i}
-                )
-                self._wait_media(float(step.get("wait_after_ms", 500)) / 1000.0)
-            elif kind == "listen":
-                self._wait_prompt_end(float(step.get("timeout_s", PROMPT_MAX_S)))
-                self._event("ivr.prompt", {"step": i})
-            elif kind == "wait":
-                self._wait_media(float(step.get("seconds", 1)))
-            elif kind == "speak":
-                text = self._say(step) or str(step.get("text") or "")
-                if text:
-                    self._broadcast(self.company_uuid, self.rt.prompts.path(text))
-                    self._event("ivr.prompt", {"step": i, "spoke": bool(text)})
-            elif kind == "hold":
-                if step.get("max_s"):
-                    self.max_hold_s = min(self.max_hold_s, int(step["max_s"]))
-                return  # _hold_until_human does the waiting
-            elif kind == "transfer":
-                if step.get("to"):
-                    self.transfer_to = str(step["to"])
-                return
-            else:
-                raise ValueError(f"unknown call flow step type {kind!r}")
+    def _run_flow(self, steps: list[dict[str, Any]]) -> None:
+        """The stored call flow, step by step, through worker.navigator.FlowRunner."""
+        from worker.errors import InvalidCallFlow
+        from worker.navigator import DONE, FlowRunner
 
-    def _say(self, step: dict[str, Any]) -> str:
-        """The request option a step keys or speaks (`say: account_number`), or ''."""
-        key = step.get("say")
-        if not key:
-            return ""
-        value = self.options.get(str(key))
-        if value in (None, ""):
-            raise ValueError(f"call flow step needs option {key!r}, which the request does not have")
-        return str(value)
+        try:
+            runner = FlowRunner(steps, self.options)
+        except InvalidCallFlow as exc:
+            raise Ended("failed", f"call flow: {exc}") from exc
+        self.navigated = True
+        if any(a.kind == "listen" for a in runner.actions) and self.rt.transcriber_factory is not None:
+            from worker.stt import StreamingTranscriber
+
+            self.stt = StreamingTranscriber(self.rt.transcriber_factory(), self.s.audio_fork_rate)
+        held = transferred = False
+        previous = ""
+        for action in runner:
+            log.info("call %s: flow step %s %s", self.call_id, action.step, action.kind)
+            after_listen, previous = previous == "listen", action.kind
+            if action.kind == "dtmf":
+                if not after_listen:  # a LISTEN already heard the prompt out
+                    self._wait_prompt_end(PROMPT_MAX_S)
+                self._send_dtmf(action.digits)
+                self._event("ivr.dtmf", action.to_event())
+                self._wait_media(action.wait_after_ms / 1000.0)
+            elif action.kind == "listen":
+                runner.feed(self._listen(action.timeout_s or PROMPT_MAX_S, action.step))
+            elif action.kind == "wait":
+                self._wait_media(action.timeout_s)
+            elif action.kind == "speak":
+                self._broadcast(self.company_uuid, self.rt.prompts.path(action.text))
+                self._event("ivr.speak", action.to_event())
+            elif action.kind == "hold":
+                if action.timeout_s:
+                    self.max_hold_s = min(self.max_hold_s, int(action.timeout_s))
+                self._hold_until_human()
+                held = True
+                runner.feed("human")
+            elif action.kind == "transfer":
+                if not held:
+                    self._hold_until_human()  # a flow without HOLD: still wait for the person
+                    held = True
+                if action.to:
+                    self.transfer_to = action.to
+                self._connect_user()
+                transferred = True
+            elif action.kind == "end":
+                if action.status != DONE:
+                    self._event("ivr.ended", action.to_event())
+                    raise Ended(
+                        "no_human" if action.status == "no_human" else "failed",
+                        f"navigation {action.status}: {action.reason}",
+                    )
+                break
+        if not held:
+            self._hold_until_human()
+        if not transferred:
+            self._connect_user()
+
+    def _listen(self, timeout_s: float, step: int) -> str:
+        """A LISTEN step: wait for the prompt to end, then its transcript ('' without STT)."""
+        if self.stt is not None:
+            self.stt.reset()
+        self._wait_prompt_end(timeout_s)
+        text = ""
+        if self.stt is not None:
+            try:
+                text = " ".join(seg.text for seg in self.stt.end_utterance()).strip()
+            except Exception as exc:  # noqa: BLE001 - speech recognition trouble is not a dead call
+                log.warning("call %s: transcription failed: %s", self.call_id, exc)
+        self._event("ivr.prompt", {"step": step, "transcript": text})
+        return text
 
     def _flow_steps(self) -> list[dict[str, Any]]:
         with db.database.connection_context():
@@ -814,6 +834,8 @@ class CallSession:
                 return
             arrival = time.perf_counter()
             chunk, closed = self._more_audio(stream, chunk, batch_bytes)
+            if self.stt is not None:
+                self.stt.feed(chunk[: len(chunk) - len(chunk) % 2])
             detector, gen, offset = self.detector, self.det_gen, self.det_offset
             if detector is not None:
                 for ev in detector.feed(chunk):

@@ -12,7 +12,6 @@ from worker.session import (
     bgapi_result,
     dial_vars,
     fs_escape,
-    normalize_step,
     originate_status,
     parse_control,
 )
@@ -52,15 +51,6 @@ def test_parse_control():
                 b'{"action":"dtmf"}', b"[]"):
         with pytest.raises(ValueError):
             parse_control(bad)
-
-
-def test_normalize_step():
-    assert normalize_step({"type": "DTMF", "digits": "1"})["type"] == "dtmf"
-    assert normalize_step({"action": "Hold"})["type"] == "hold"
-    with pytest.raises(ValueError, match="no type"):
-        normalize_step({"digits": "1"})
-    with pytest.raises(ValueError, match="object"):
-        normalize_step("DTMF")  # type: ignore[arg-type]
 
 
 class _Session:
