@@ -6,15 +6,26 @@ What tells a live person from a recording:
 - turn-taking: a person says a little (an utterance of at most `max_utterance_s`)
   and waits for an answer (`wait_s` of silence, no music coming back); a
   recording runs on (IVR menus, voicemail greetings) or returns to music;
-- what came before: hold music, then speech, is where agents appear;
+- what came before: on hold (music heard), a recording may be followed by a
+  silent stretch of the music track, which looks exactly like a person
+  waiting; there the wait decides only for a voice unlike every recording
+  heard in this call (spectral-shape distance `voice_new_db`), and otherwise
+  the detector waits for the person to speak again (`confirm_gap_s`);
 - repetition: a segment that matches one heard earlier in this call or stored
-  for the company is a recording;
-- voicemail: a beep after a long greeting, then silence;
-- transcript hints, when speech-to-text runs: "how can I help" raises
-  confidence, "please hold", "leave a message" marks a recording.
+  for the company (fingerprint.py) is a recording;
+- voicemail: a beep after a greeting, then silence;
+- transcript hints, when speech-to-text runs: "how can I help" shortens the
+  wait, "please hold", "leave a message" marks the utterance recorded.
+
+Utterances are runs of sound joined across pauses shorter than `join_gap_s`;
+a talk is utterances closer than `talk_gap_s` (a monologue: IVR menus and
+greetings are judged as a whole).  Speech and music are told apart per
+utterance by a linear score of syllable dips, spectral flux and level spread.
 
 An early `likely_human` fires once the utterance qualifies and the silence
-after it has lasted `likely_wait_s`; `human` when it has lasted `wait_s`.
+after it has lasted `likely_wait_s` (on hold: for a new voice, or when the
+person speaks again); `human` when it has lasted `wait_s`, or on the second
+utterance.  `confidence` rises with hints; voicemail's with the greeting length.
 """
 
 from __future__ import annotations
@@ -63,9 +74,9 @@ class HumanParams:
     score_flux: float = 70.8         # per unit of mean spectral flux (music ~0.09, speech ~0.16)
     score_level_std: float = 0.86    # per dB of level standard deviation (music ~3 dB, speech ~7.5 dB)
     score_bias: float = -15.52
-    speech_score: float = 0.0
+    speech_score: float = 0.0        # threshold of that score
     long_s: float = 5.0              # utterances with this much sound are judged with long_speech_score
-    long_speech_score: float = 3.0
+    long_speech_score: float = 3.0   # (long speech scores >= 4.7, the most speech-like music ~4)
     greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
                                      # its few frames make the score noisy, and the wait is evidence too)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
@@ -80,8 +91,8 @@ class HumanParams:
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.2           # ... once this much of it sounds like speech
-    confidence_likely: float = 0.7
-    confidence_human: float = 0.9
+    confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
+    confidence_human: float = 0.9    # ... with human
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
     positive_hints: tuple[str, ...] = POSITIVE_HINTS
     negative_hints: tuple[str, ...] = NEGATIVE_HINTS
