@@ -88,9 +88,13 @@ def make_detector_factory(rate: int) -> Any:
     return factory
 
 
+def active_legs(rt: Runtime) -> set[str]:
+    return {u for c in list(rt.active.values()) for u in (c.company_uuid, c.desk_uuid) if u}
+
+
 def tick(reaper: Reaper, lag: LagStats, conn: redis.Redis, worker_id: str) -> None:
-    reaper.tick()
     lag.publish(conn, worker_id)
+    reaper.tick()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     hub.start()
     reaper = Reaper(conn, pool.clients, worker_id, settings.worker_heartbeat_s,
                     publish=lambda cid, t, d: events.publish(conn, cid, t, d),
-                    is_mine=lambda cid: cid in rt.active)
+                    is_mine=lambda cid: cid in rt.active,
+                    my_legs=lambda: active_legs(rt))
     w = GeventWorker([settings.queue_name], connection=conn, name=worker_id,
                      max_jobs=settings.max_calls_per_worker, grace_s=args.grace,
                      heartbeat_s=settings.worker_heartbeat_s,

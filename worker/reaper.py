@@ -96,6 +96,7 @@ class Reaper:
         heartbeat_s: float,
         publish: Callable[[str, str, dict[str, Any]], Any] | None = None,
         is_mine: Callable[[str], bool] | None = None,
+        my_legs: Callable[[], set[str]] | None = None,
     ) -> None:
         self.conn = conn
         self.clients = list(clients)
@@ -103,6 +104,7 @@ class Reaper:
         self.heartbeat_s = heartbeat_s
         self.publish = publish
         self.is_mine = is_mine or (lambda _call_id: False)
+        self.my_legs = my_legs or set  # legs of the calls this worker runs: no uuid_getvar for them
 
     def tick(self) -> None:
         try:
@@ -160,8 +162,11 @@ class Reaper:
             except (EslError, ValueError) as exc:
                 log.warning("worker %s: channel sweep skipped on one switch: %s", self.worker_id, exc)
                 continue
+            mine = self.my_legs()
             for row in rows:
                 uuid = str(row["uuid"])
+                if uuid in mine:
+                    continue
                 try:
                     call_id = client.api(f"uuid_getvar {uuid} {VAR_CALL_ID}").strip()
                 except EslError as exc:

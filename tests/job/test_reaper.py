@@ -101,8 +101,10 @@ def test_sweep_kills_legs_of_unknown_or_final_calls(database, redis_conn, uniq):
     bridged = _call("transferred", alive, company="c-br", desk="d-br")
     switch = Switch({"c-live": live.id, "c-over": over.id, "c-unknown": "nosuchcall", "c-br": bridged.id,
                      "d-br": bridged.id, "other": ""})
-    reaper = Reaper(redis_conn, [switch], f"{uniq}-me", 10, publish=lambda *a: None)
+    reaper = Reaper(redis_conn, [switch], f"{uniq}-me", 10, publish=lambda *a: None,
+                    my_legs=lambda: {"c-live"})
     assert reaper.sweep_channels() == 2
+    assert "uuid_getvar c-live hs_call_id" not in switch.sent     # our own legs need no lookup
     assert set(switch.channels) == {"c-live", "c-br", "d-br", "other"}
     redis_conn.delete(heartbeat_key(alive))
 
