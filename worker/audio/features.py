@@ -95,7 +95,9 @@ class FeatureExtractor:
         rows = np.arange(count)
         k1 = np.argmax(band, axis=1)
         k2 = np.where(np.abs(self._cols[None, :] - k1[:, None]) > 4, band, 0.0).argmax(axis=1)
-        csum = np.cumsum(np.pad(band, ((0, 0), (3, 2))), axis=1)
+        padded = np.zeros((count, band.shape[1] + 5), dtype=band.dtype)
+        padded[:, 3:-2] = band
+        csum = np.cumsum(padded, axis=1)
         peak1 = csum[rows, k1 + 5] - csum[rows, k1]       # five bins around each peak
         peak2 = csum[rows, k2 + 5] - csum[rows, k2]
         tonality = np.minimum(1.0, (peak1 + peak2) / total)
@@ -161,17 +163,14 @@ class FeatureExtractor:
 def fine_peaks(
     frames: np.ndarray, window: np.ndarray, nfft: int, band_idx: np.ndarray, bin_hz: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    spec = np.abs(np.fft.rfft(frames * window, n=nfft, axis=1)) ** 2
-    band = spec[:, band_idx] + 1e-12
+    spec = np.fft.rfft(frames * window, n=nfft, axis=1)[:, band_idx[0]:band_idx[-1] + 1]
+    band = spec.real * spec.real + spec.imag * spec.imag + 1e-12
     rows = np.arange(band.shape[0])
     k1 = np.argmax(band, axis=1)
     # mask the main lobe of the first peak: Hann main lobe is 2 * nfft / len bins wide each side
     lobe = int(np.ceil(2.0 * nfft / frames.shape[1])) + 1
-    masked = band.copy()
-    offs = np.arange(-lobe, lobe + 1)
-    cols = np.clip(k1[:, None] + offs[None, :], 0, band.shape[1] - 1)
-    masked[rows[:, None], cols] = 0.0
-    k2 = np.argmax(masked, axis=1)
+    cols = np.arange(band.shape[1])
+    k2 = np.where(np.abs(cols[None, :] - k1[:, None]) > lobe, band, 0.0).argmax(axis=1)
     base = band_idx[0]
     f1 = (base + k1 + _parabolic(band, k1)) * bin_hz
     f2 = (base + k2 + _parabolic(band, k2)) * bin_hz
@@ -194,18 +193,9 @@ def _parabolic(band: np.ndarray, k: np.ndarray) -> np.ndarray:
     kp = np.clip(k + 1, 0, band.shape[1] - 1)
     a, b, c = np.log(band[rows, km]), np.log(band[rows, k]), np.log(band[rows, kp])
     den = a - 2 * b + c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        off = np.where(den < 0, 0.5 * (a - c) / den, 0.0)
-    return np.clip(off, -0.5, 0.5)
-
-
-def _peak_power(band: np.ndarray, k: np.ndarray) -> np.ndarray:
-    rows = np.arange(band.shape[0])
-    last = band.shape[1] - 1
-    total = band[rows, k].copy()
-    for d in (-2, -1, 1, 2):
-        total += band[rows, np.clip(k + d, 0, last)]
-    return total
+    curved = den < 0
+    off = np.where(curved, 0.5 * (a - c) / np.where(curved, den, -1.0), 0.0)
+    return np.minimum(np.maximum(off, -0.5), 0.5)
 
 
 def pcm_to_frames(pcm: bytes, samples_per_frame: int) -> np.ndarray:
