@@ -85,8 +85,8 @@ def pct(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=50)
-    p.add_argument("--speed", type=float, default=5.0, help="switch speed (frames arrive this much faster)")
-    p.add_argument("--hold", type=float, default=30.0, help="media seconds of hold before the agent")
+    p.add_argument("--speed", type=float, default=1.0, help="switch speed (frames arrive this much faster)")
+    p.add_argument("--hold", type=float, default=20.0, help="media seconds of hold before the agent")
     p.add_argument("--timeout", type=float, default=600.0)
     args = p.parse_args(argv)
     if args.calls < 1:
