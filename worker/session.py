@@ -561,7 +561,7 @@ class CallSession:
 
     def _screen(self) -> bool:
         self._broadcast(self.desk_uuid, self.rt.prompts.whisper(self.company_name))
-        deadline = time.monotonic() + SCREEN_TIMEOUT_S
+        deadline = time.monotonic() + float(self.options.get("screen_timeout_s") or SCREEN_TIMEOUT_S)
         while True:
             msg = self._next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:

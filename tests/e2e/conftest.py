@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from e2e_env import BANK, BANK_FLOW, E2E_DB, HERE, PHONES, channels, with_db
+from e2e_env import BANK, BANK_FLOW, DEVICES, E2E_DB, HERE, PHONES, channels, with_db
 
 from sim.demo import Stack
 
@@ -26,11 +26,12 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     st = Stack(workdir, redis_url=redis_url, database_url=f"sqlite:///{workdir / 'e2e.db'}", speed=20,
                phones=PHONES, companies=HERE / "companies", heartbeat_s=1,
                queue_name=f"hs-e2e-{secrets.token_hex(4)}",
-               env={"RING_TIMEOUT": "8", "DESK_RING_TIMEOUT": "4", "MAX_HOLD_SECONDS": "600",
+               env={"RING_TIMEOUT": "8", "LAUNCH_RATE_PER_MINUTE": "1000", "DESK_RING_TIMEOUT": "4",
+                    "MAX_HOLD_SECONDS": "600",
                     "LOG_LEVEL": "INFO"})
     try:
         st.start_all()
-        st.seed(BANK, BANK_FLOW, devices=("1000", "1001", "1002"), flow_name="E2E Bank")
+        st.seed(BANK, BANK_FLOW, devices=DEVICES, flow_name="E2E Bank")
         yield st
     finally:
         st.stop()

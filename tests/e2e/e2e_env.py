@@ -19,7 +19,8 @@ UNKNOWN = "+15550100999"       # no such company: the carrier plays SIT + "not i
 BANK_FLOW = [{"type": "DTMF", "digits": "1"}, {"type": "DTMF", "digits": "2"}, {"type": "HOLD"},
              {"type": "TRANSFER"}]
 E2E_DB = 12                    # a Redis database of our own on the test server
-PHONES = "1000:answer:2,1001:noanswer,1002:unregistered"
+PHONES = "1000:answer:2,1001:noanswer,1002:unregistered,1003:answer:1:dtmf=1,1004:answer:1"
+DEVICES = ("1000", "1001", "1002", "1003", "1004")
 
 
 def channels(stack: Stack) -> dict:

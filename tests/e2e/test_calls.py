@@ -99,6 +99,18 @@ def test_agent_hangs_up_before_the_user_answers(stack: Stack):
     _assert_no_channels(stack)
 
 
+@pytest.mark.parametrize(("desk", "expected"), [("1003", "transferred"), ("1004", "user_no_answer")])
+def test_screening_bridges_only_when_the_user_presses_1(stack: Stack, desk: str, expected: str):
+    options = {"screen": True, "screen_timeout_s": 3, "desk_retries": 0}
+    call_id = _place(stack, PATIENT, transfer_to=desk, options=options)
+    call = stack.wait_status(call_id, db.FINAL_STATUSES, timeout=60)
+    assert call["status"] == expected, call
+    if expected == "transferred":
+        stack.esl_api(f"uuid_kill {_row(stack, call_id).company_uuid}")
+        stack.wait_final(call_id, timeout=30)
+    _assert_no_channels(stack)
+
+
 def test_cancel_during_hold(stack: Stack):
     call_id = _place(stack, LONG_HOLD, transfer_to="1000")
     stack.wait_status(call_id, {"holding"}, timeout=30)
