@@ -157,6 +157,8 @@ class Stack:
         return env
 
     def start_sim(self) -> Proc:
+        # The password goes through $ESL_PASSWORD (the sim's default), never argv: not in `ps`, and a
+        # token starting with "-" cannot be mistaken for an option.
         argv = [
             "-m",
             "sim",
@@ -164,8 +166,6 @@ class Stack:
             "127.0.0.1",
             "--esl-port",
             "0",
-            "--password",
-            self.esl_password,
             "--companies",
             str(self.companies),
             "--phones",
@@ -177,12 +177,11 @@ class Stack:
         self.esl_port = int(proc.match["port"])
         return proc
 
-    def start_worker(self, name: str = "worker") -> Proc:
+    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> Proc:
         if not self.esl_port:
             raise RuntimeError("start the switch before a worker")
-        return self._spawn(
-            name, "worker", ["-m", "worker", "--name", f"{name}-{secrets.token_hex(3)}", "--grace", "5"]
-        )
+        argv = ["-m", "worker", "--name", f"{name}-{secrets.token_hex(3)}", "--grace", "5"]
+        return self._spawn(name, "worker", argv, env=env)
 
     def start_web(self) -> Proc:
         proc = self._spawn("web", "web", ["-m", "web", "--bind", "127.0.0.1:0"])
