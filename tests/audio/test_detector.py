@@ -207,3 +207,28 @@ def test_lost_packets_resampled_to_16k_do_not_pull_the_noise_floor_down(tmp_path
     det, _ = run(y, 16000)
     assert det.outcome == "human"
     assert onset < det.human_at <= onset + 6.0
+
+
+def hold_music(seconds: float, start: float = 30.0) -> np.ndarray:
+    return level(sound(f"{MOH}/reno_project-system.wav", 8000, start, seconds), -20)
+
+
+def test_music_stops_then_a_greeting_and_a_long_wait_is_a_hand_over():
+    """No recorded voice heard yet: the hold stream going quiet before and after a greeting decides."""
+    greeting = level(speech("Good afternoon, customer service, my name is Anna.", 8000), -20)
+    parts = [hold_music(25.0), silence(1.0), greeting, silence(5.0)]
+    x = add_noise(np.concatenate(parts))
+    det, events = run(x)
+    human = kinds(events, "human")
+    assert det.outcome == "human" and human[0].detail == "hold stream stopped"
+    end = (len(parts[0]) + len(parts[1]) + len(greeting)) / 8000
+    assert end + 1.0 < human[0].t < end + 2.5      # (espeak ends with a little silence)
+
+
+def test_announcement_slotted_into_the_stream_then_a_quiet_stretch_of_music_is_not_human():
+    """The same quiet after the voice, but the announcement followed the music within 0.3 s."""
+    ann = level(sound(f"{PROMPTS}/queue-thankyou.wav"), -20)
+    x = add_noise(np.concatenate([hold_music(25.0), silence(0.3), ann, silence(3.5),
+                                  hold_music(20.0, 80.0)]))
+    det, events = run(x)
+    assert det.outcome is None and not kinds(events, "human")

@@ -88,6 +88,12 @@ class HumanParams:
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
     wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
+    handover_gap_s: float = 0.7      # on hold, the line was quiet this long before the talk (the hold
+                                     # stream stopped: a hand-over; a queue slots announcements into
+                                     # the stream with shorter gaps) ...
+    handover_wait_s: float = 1.8     # ... and stays quiet this long after a greeting: a person waiting
+                                     # (only without a recorded voice to compare with; a recording is
+                                     # followed by its music within ~1 s)
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.2           # ... once this much of it sounds like speech
@@ -171,6 +177,9 @@ class HumanDecider:
         self._tail_gap = round(self.p.music_tail_gap_s / FRAME_S)
         self._long = round(self.p.long_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
+        self._handover_gap = round(self.p.handover_gap_s / FRAME_S)
+        self._handover_wait = round(self.p.handover_wait_s / FRAME_S)
+        self.talk_pre = 0                # silence frames before the current talk began
         self._confirm_gap = (round(self.p.confirm_gap_s[0] / FRAME_S),
                              round(self.p.confirm_gap_s[1] / FRAME_S))
         self._music_need = round(self.p.music_context_s / FRAME_S)
@@ -257,6 +266,7 @@ class HumanDecider:
                         or (prev is not None and (prev.tone or prev.after_music
                                                   or self._music_like(prev)))):
                     self.talk_start, self.talk_sound = i, 0
+                    self.talk_pre = gap
                 elif prev is not None and prev.start == self.talk_start and prev.sound < self._fragment:
                     # a blip (a click, the last note of the music) does not start a talk
                     self.talk_start, self.talk_sound = i, max(0, self.talk_sound - prev.sound)
@@ -306,6 +316,11 @@ class HumanDecider:
             if self.likely_at is None and (not self.on_hold or utt.hint > 0 or self._new_voice(utt)):
                 self.likely_at = self._t(i)
                 return Decision(self._t(i), "likely_human", p.confidence_likely)
+        if (utt.pending and self.silence == self._handover_wait and not self.recorded
+                and self.talk_pre >= self._handover_gap):
+            # the hold stream went quiet before this voice and stays quiet after it: a hand-over
+            self.outcome = "human"
+            return Decision(self._t(i), "human", p.confidence_human, "hold stream stopped")
         if self.silence >= wait and (not utt.pending or self.silence == self._wait_unknown):
             if (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
                     and (self.recorded or self.silence < self._wait_unknown)):
