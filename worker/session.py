@@ -590,6 +590,9 @@ class CallSession:
             {"company_uuid": self.company_uuid, "desk_uuid": self.desk_uuid, "hold_seconds": hold_s},
         )
         self._update(status="transferred", bridged_at=bridged_at)
+        # The two people are talking: no more listening (CPU and bandwidth go to calls still on hold).
+        self.detector = None
+        self._api(f"uuid_audio_fork {self.company_uuid} stop", quiet=True)
         log.info("call %s: bridged to the desk phone after %.1fs on hold", self.call_id, hold_s or 0.0)
 
     # --- 5. follow until hangup ---------------------------------------------------------------
