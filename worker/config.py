@@ -28,6 +28,11 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+def _env_list(name: str, default: str, strip: str = "") -> tuple[str, ...]:
+    """A comma-separated variable as a tuple of non-empty, stripped items."""
+    return tuple(item.strip().lstrip(strip) for item in _env(name, default).split(",") if item.strip())
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -109,7 +114,7 @@ class Settings:
             redis_url=_env("REDIS_URL", d.redis_url),
             database_url=_env("DATABASE_URL", d.database_url),
             queue_name=_env("QUEUE_NAME", d.queue_name),
-            esl_hosts=tuple(h.strip() for h in _env("ESL_HOSTS", ",".join(d.esl_hosts)).split(",") if h.strip()),
+            esl_hosts=_env_list("ESL_HOSTS", ",".join(d.esl_hosts)),
             esl_password=_env("ESL_PASSWORD"),
             esl_timeout_s=_env_float("ESL_TIMEOUT", d.esl_timeout_s),
             audio_fork_bind=_env("AUDIO_FORK_BIND", d.audio_fork_bind),
@@ -117,9 +122,7 @@ class Settings:
             audio_fork_rate=_env_int("AUDIO_FORK_RATE", d.audio_fork_rate),
             sip_domain=_env("SIP_DOMAIN", d.sip_domain),
             caller_id_number=_env("SIP_TRUNK_DID", d.caller_id_number),
-            allowed_country_codes=tuple(
-                c.strip().lstrip("+") for c in _env("ALLOWED_COUNTRY_CODES", "1").split(",") if c.strip()
-            ),
+            allowed_country_codes=_env_list("ALLOWED_COUNTRY_CODES", "1", strip="+"),
             launch_rate_per_minute=_env_int("LAUNCH_RATE_PER_MINUTE", d.launch_rate_per_minute),
             ring_timeout_s=_env_int("RING_TIMEOUT", d.ring_timeout_s),
             desk_ring_timeout_s=_env_int("DESK_RING_TIMEOUT", d.desk_ring_timeout_s),
