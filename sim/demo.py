@@ -373,32 +373,6 @@ def sample_company(directory: Path = COMPANIES_DIR) -> dict[str, Any]:
     return best
 
 
-def dialable(company: dict[str, Any], companies: Path, workdir: Path) -> tuple[dict[str, Any], Path]:
-    """The company under a number the dialling policy accepts (a scenario file may use a short
-    fictional one, e.g. +15550100): copied into workdir with a full NANP number if needed."""
-    from worker.errors import ValidationError
-    from worker.policy import validate_destination
-
-    try:
-        validate_destination(company["number"], ("1",))
-        return company, companies
-    except ValidationError:
-        pass
-    digits = company["number"].lstrip("+")
-    alias = "+1" + digits[1:].ljust(10, "0")[:10]
-    target = workdir / "companies-dialable"
-    target.mkdir(parents=True, exist_ok=True)
-    for path, data in company_files(companies):
-        if data.get("number") == company["number"]:
-            data = {**data, "number": alias}
-        (target / path.name).write_text(json.dumps(data))
-    print(
-        f"demo: {company['number']} is not a dialable NANP number; the sample company answers on {alias}",
-        file=sys.stderr,
-    )
-    return {**company, "number": alias}, target
-
-
 # --- the command ---------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sim.demo", description=__doc__.split("\n\n")[0])
@@ -427,7 +401,6 @@ def run(args: argparse.Namespace) -> int:
         company = scenario
     else:
         company = sample_company()
-    company, companies = dialable(company, companies, workdir)
     redis_url = os.environ.get("REDIS_URL", "")
     database_url = os.environ.get("DATABASE_URL", "")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.once else print

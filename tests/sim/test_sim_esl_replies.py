@@ -80,7 +80,7 @@ def test_replies_match_capture(name: str, switch: SimSwitch) -> None:
                 ri += 1
             if any(s in text for s in SKIP):
                 continue
-            sent = LOOPBACK.sub("sofia/gateway/trunk/15550102", text)
+            sent = LOOPBACK.sub("sofia/gateway/trunk/15550100102", text)
             client.send(sent)
             for exp in expected:
                 got = client.reply()
@@ -134,7 +134,7 @@ def test_bgapi_generates_job_uuid_and_background_job(esl: RawEsl) -> None:
 
 def test_custom_grammar_swallows_later_names(esl: RawEsl, switch: SimSwitch) -> None:
     esl.command("event plain CUSTOM mod_audio_fork::connect CHANNEL_CREATE")
-    esl.command("bgapi originate sofia/gateway/trunk/15550101 &park()")  # busy company: creates a channel
+    esl.command("bgapi originate sofia/gateway/trunk/15550100101 &park()")  # busy company: creates a channel
     msg = esl.command("api uuid_exists x")  # a later reply: everything before it arrived
     assert msg.raw_body == b"false"
     assert not [e for e in esl.events if e.name == "CHANNEL_CREATE"]
@@ -147,7 +147,7 @@ def test_filter_drops_events_without_the_header(esl: RawEsl) -> None:
         esl.command(f"filter Unique-ID {uuid}").outer["Reply-Text"]
         == f"+OK filter added. [Unique-ID]=[{uuid}]"
     )
-    esl.command(f"bgapi originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550101 &park()")
+    esl.command(f"bgapi originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550100101 &park()")
     ev = esl.wait_event(lambda e: e.name == "CHANNEL_DESTROY")
     assert ev.get("Unique-ID") == uuid
     esl.api("uuid_exists x")
@@ -163,7 +163,7 @@ def test_fragmented_writes_are_still_framed() -> None:
         c = RawEsl(sw.port)
         c.login()
         c.command("event plain ALL")
-        c.command("bgapi originate sofia/gateway/trunk/15550101 &park()\nJob-UUID: j1")
+        c.command("bgapi originate sofia/gateway/trunk/15550100101 &park()\nJob-UUID: j1")
         ev = c.wait_event(lambda e: e.name == "BACKGROUND_JOB")
         assert ev.body == "-ERR USER_BUSY\n"
         conn = next(iter(sw.connections))
@@ -176,7 +176,7 @@ def test_fragmented_writes_are_still_framed() -> None:
 def test_api_originate_blocks_events_until_its_reply(esl: RawEsl) -> None:
     esl.command("event plain ALL")
     uuid = "3c3c3c3c-1111-4222-8333-444455556666"
-    reply = esl.command(f"api originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550102 &park()")
+    reply = esl.command(f"api originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550100102 &park()")
     assert reply.raw_body == f"+OK {uuid}\n".encode()
     i = esl.log.index(reply)
     assert not [
@@ -193,7 +193,7 @@ def test_api_originate_blocks_events_until_its_reply(esl: RawEsl) -> None:
 def test_sendmsg_execute_and_hangup(esl: RawEsl) -> None:
     esl.command("event plain ALL")
     uuid = "4d4d4d4d-1111-4222-8333-444455556666"
-    esl.api(f"originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550102 &park()")
+    esl.api(f"originate {{origination_uuid={uuid}}}sofia/gateway/trunk/15550100102 &park()")
     reply = esl.command(
         f"sendmsg {uuid}\ncall-command: execute\nexecute-app-name: playback\n"
         "execute-app-arg: silence_stream://200\nEvent-UUID: app-1"

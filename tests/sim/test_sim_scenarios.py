@@ -51,7 +51,7 @@ def c(esl: RawEsl) -> RawEsl:
 
 def test_ivr_reacts_to_dtmf_1_then_2_and_reaches_hold(c: RawEsl, switch: SimSwitch) -> None:
     uuid = U.format(1)
-    originate(c, "sofia/gateway/trunk/15550100", uuid, ",ignore_early_media=true")
+    originate(c, "sofia/gateway/trunk/15550100100", uuid, ",ignore_early_media=true")
     assert job_body(c, uuid) == f"+OK {uuid}\n"
     q = notes(switch, uuid)
     wait_note(q, "prompt main")
@@ -68,7 +68,7 @@ def test_ivr_reacts_to_dtmf_1_then_2_and_reaches_hold(c: RawEsl, switch: SimSwit
 
 def test_invalid_entry_replays_the_menu(c: RawEsl, switch: SimSwitch) -> None:
     uuid = U.format(2)
-    originate(c, "sofia/gateway/trunk/15550100", uuid, ",ignore_early_media=true")
+    originate(c, "sofia/gateway/trunk/15550100100", uuid, ",ignore_early_media=true")
     job_body(c, uuid)
     q = notes(switch, uuid)
     wait_note(q, "prompt main")
@@ -80,7 +80,7 @@ def test_invalid_entry_replays_the_menu(c: RawEsl, switch: SimSwitch) -> None:
 @pytest.mark.parametrize(
     ("number", "extra", "body", "cause"),
     [
-        ("15550101", "", "-ERR USER_BUSY\n", "USER_BUSY"),
+        ("15550100101", "", "-ERR USER_BUSY\n", "USER_BUSY"),
         ("15550999", ",ignore_early_media=true", "-ERR UNALLOCATED_NUMBER\n", "UNALLOCATED_NUMBER"),
     ],
 )
@@ -139,7 +139,7 @@ def test_desk_phone_not_there_creates_no_channel(c: RawEsl, ext: str, body: str)
 
 def test_bridge_sends_the_agent_to_the_desk_phone(c: RawEsl, switch: SimSwitch, tmp_path: Path) -> None:
     a, d = U.format(7), U.format(8)
-    originate(c, "sofia/gateway/trunk/15550102", a, ",ignore_early_media=true,hs_call_id=call-7")
+    originate(c, "sofia/gateway/trunk/15550100102", a, ",ignore_early_media=true,hs_call_id=call-7")
     assert job_body(c, a) == f"+OK {a}\n"
     assert c.api(f"uuid_getvar {a} hs_call_id") == "call-7"
     assert c.api(f"uuid_setvar {a} hs_note hello") == "+OK\n"
@@ -177,7 +177,7 @@ def test_bridge_sends_the_agent_to_the_desk_phone(c: RawEsl, switch: SimSwitch, 
 
 def test_agent_gives_up_when_nobody_answers(c: RawEsl, switch: SimSwitch) -> None:
     a = U.format(9)
-    originate(c, "sofia/gateway/trunk/15550102", a, ",ignore_early_media=true")
+    originate(c, "sofia/gateway/trunk/15550100102", a, ",ignore_early_media=true")
     job_body(c, a)
     q = notes(switch, a)
     wait_note(q, "agent reprompt")
@@ -203,7 +203,7 @@ def test_desk_phone_presses_its_digit_after_the_whisper(c: RawEsl, switch: SimSw
 def test_sched_hangup_and_json_events(esl: RawEsl) -> None:
     esl.command("event json ALL")
     a = U.format(1)
-    originate(esl, "sofia/gateway/trunk/15550102", a, ",ignore_early_media=true")
+    originate(esl, "sofia/gateway/trunk/15550100102", a, ",ignore_early_media=true")
     job_body(esl, a)
     assert esl.api(f"sched_hangup +1 {a} ALLOTTED_TIMEOUT") == "+OK\n"
     hc = esl.wait_event(lambda m: m.name == "CHANNEL_HANGUP_COMPLETE")
@@ -216,8 +216,8 @@ def test_sched_hangup_and_json_events(esl: RawEsl) -> None:
 
 def test_sample_companies_validate() -> None:
     d = CompanyDirectory(COMPANIES)
-    assert {"+15550100", "+15550101", "+15550102", "+15550103", "+15550104"} <= set(d.by_number)
-    acme = d.lookup("15550100")
+    assert {f"+155501001{i:02d}" for i in range(5)} <= set(d.by_number)
+    acme = d.lookup("15550100100")
     assert acme is not None and acme.voice("agent") != acme.voice("ivr")
 
 
@@ -323,7 +323,7 @@ def test_parked_desk_leg_killed_like_the_captured_sip_leg(c: RawEsl) -> None:
 
 def test_uuid_break_stops_a_prompt(c: RawEsl) -> None:
     a = U.format(2)
-    originate(c, "sofia/gateway/trunk/15550102", a, ",ignore_early_media=true")
+    originate(c, "sofia/gateway/trunk/15550100102", a, ",ignore_early_media=true")
     job_body(c, a)
     assert c.api(f"uuid_break {a} all") == "+OK\n"  # nothing playing: still +OK
     c.api(f"uuid_broadcast {a} tone_stream://%(1000,0,440);loops=20 aleg")
