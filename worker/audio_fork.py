@@ -25,6 +25,8 @@ import json
 import logging
 import re
 import struct
+import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,7 @@ STREAM_MAX_FRAMES = 1500  # buffered binary frames per fork (30 s of 20 ms audio
 BACKPRESSURE_S = 2.0  # the reader waits this long for a slow consumer, then drops the oldest frame
 MAX_CONNECTIONS = 2000  # concurrent WebSocket connections per server
 READ_CHUNK = 65536
+YIELD_EVERY_RECVS = 8  # the reader yields to the hub after this many recvs that did not wait
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_POLICY, CLOSE_TOO_BIG = 1000, 1002, 1008, 1009
@@ -231,7 +234,10 @@ def _http_error(status: str, message: str) -> bytes:
 
 # --- streams and the server ------------------------------------------------------------
 class ForkStream:
-    """The audio of one fork.  `get()` -> bytes, None once the fork closed; TimeoutError on timeout."""
+    """The audio of one fork.  `get()` -> bytes, None once the fork closed; TimeoutError on timeout.
+
+    `get_batch()` takes many frames in one wake-up (the audio pump's path: one greenlet switch and
+    one timer per detector feed instead of one per 20 ms frame).  One consumer per stream."""
 
     def __init__(self, call_id: str, max_frames: int = STREAM_MAX_FRAMES) -> None:
         self.call_id = call_id
@@ -243,7 +249,12 @@ class ForkStream:
         self.frames_received = 0
         self.bytes_received = 0
         self.dropped = 0
-        self._queue: gevent.queue.Queue[bytes | None] = gevent.queue.Queue()
+        self.last_arrival = 0.0  # perf_counter when the oldest frame of the last get/get_batch arrived
+        self._items: deque[tuple[bytes, float]] = deque()  # (frame, perf_counter at arrival)
+        self._bytes = 0  # bytes in _items
+        self._closed = False  # the end marker is "queued" after the items
+        self._want = 1  # bytes the waiting consumer needs before it is woken
+        self._ready = gevent.event.Event()  # set by the reader once _want bytes (or the end) are in
         self._max = max_frames
         self._space = gevent.event.Event()  # set by get() when the queue has room again
         self._stalled = False  # the consumer let a backpressure wait time out
@@ -253,17 +264,58 @@ class ForkStream:
     def __repr__(self) -> str:
         return f"ForkStream({self.call_id}, frames={self.frames_received}, ended={self.ended.is_set()})"
 
-    def get(self, timeout: float | None = None) -> bytes | None:
+    def _wait(self, want: int, timeout: float | None) -> bool:
+        """Until `want` bytes are buffered or the stream closed; False on timeout."""
+        if self._bytes >= want or self._closed:
+            return True
+        self._want = want
+        self._ready.clear()
         try:
-            item = self._queue.get(timeout=timeout)
-        except gevent.queue.Empty:
-            raise TimeoutError(f"fork {self.call_id}: no audio within {timeout}s") from None
-        if item is None:
-            self._queue.put_nowait(None)  # later calls see the end too
-        elif self._queue.qsize() < self._max:
+            return self._ready.wait(timeout)
+        finally:
+            self._want = 1
+
+    def _taken(self) -> None:
+        if len(self._items) < self._max:
             self._stalled = False
             self._space.set()
-        return item
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        if not self._items and not self._closed and not self._wait(1, timeout):
+            raise TimeoutError(f"fork {self.call_id}: no audio within {timeout}s")
+        if not self._items:
+            return None  # ended (and stays ended for later calls)
+        data, self.last_arrival = self._items.popleft()
+        self._bytes -= len(data)
+        self._taken()
+        return data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of audio waiting for the consumer."""
+        return self._bytes
+
+    def get_batch(self, want: int, limit: int, wait: float) -> tuple[bytes, bool]:
+        """(audio, fork closed): blocks for the first frame, then up to `wait` seconds more until
+        `want` bytes are buffered; takes whole frames, at most `limit` bytes (at least one frame).
+        `last_arrival` is then the arrival time of the batch's first frame."""
+        if not self._items and not self._closed:
+            self._wait(1, None)
+        if self._bytes < want and not self._closed:
+            self._wait(want, wait)
+        items = self._items
+        if not items:
+            return b"", True
+        data, self.last_arrival = items.popleft()
+        parts = [data]
+        size = len(data)
+        while items and size + len(items[0][0]) <= limit:
+            data = items.popleft()[0]
+            parts.append(data)
+            size += len(data)
+        self._bytes -= size
+        self._taken()
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), self._closed and not items
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.connected.wait(timeout)
@@ -282,33 +334,34 @@ class ForkStream:
         self._end(code)
 
     # -- fed by the connection --------------------------------------------------
-    def _put(self, data: bytes) -> None:
+    def _put(self, data: bytes, arrival: float) -> None:
         if self.ended.is_set():
             return
         self.frames_received += 1
         self.bytes_received += len(data)
-        if self._queue.qsize() >= self._max and not self._stalled:
+        items = self._items
+        if len(items) >= self._max and not self._stalled:
             # Backpressure first: the reader stops reading, TCP pushes back on the sender.
             self._space.clear()
             if not self._space.wait(BACKPRESSURE_S):
                 self._stalled = True  # a stuck consumer: drop from now on, without waiting each time
-        if self._queue.qsize() >= self._max:
-            try:
-                self._queue.get_nowait()
-                self.dropped += 1
-                if self.dropped in (1, 100, 1000) or self.dropped % 10000 == 0:
-                    log.warning(
-                        "call %s: audio consumer too slow, %s frames dropped", self.call_id, self.dropped
-                    )
-            except gevent.queue.Empty:
-                pass
-        self._queue.put_nowait(data)
+        if len(items) >= self._max:
+            old = items.popleft()[0]
+            self._bytes -= len(old)
+            self.dropped += 1
+            if self.dropped in (1, 100, 1000) or self.dropped % 10000 == 0:
+                log.warning("call %s: audio consumer too slow, %s frames dropped", self.call_id, self.dropped)
+        items.append((data, arrival))
+        self._bytes += len(data)
+        if self._bytes >= self._want:
+            self._ready.set()
 
     def _end(self, code: int | None) -> None:
         if not self.ended.is_set():
             self.close_code = code
             self.ended.set()
-            self._queue.put_nowait(None)
+            self._closed = True
+            self._ready.set()
 
 
 class _Conn:
@@ -476,6 +529,8 @@ class ForkServer:
         message_op: int | None = None
         parts: list[bytes] = []
         size = 0
+        arrival = time.perf_counter()  # when the bytes being parsed came off the socket (lag metric)
+        busy = 0  # recvs in a row that found data waiting (they never yield to the hub)
         while True:
             try:
                 for frame in parser.frames():
@@ -503,7 +558,7 @@ class ForkServer:
                     if not frame.fin:
                         continue
                     payload = parts[0] if len(parts) == 1 else b"".join(parts)
-                    self._deliver(stream, message_op, payload)
+                    self._deliver(stream, message_op, payload, arrival)
                     message_op, parts, size = None, [], 0
             except WsProtocolError as exc:
                 log.warning("call %s: audio fork protocol error: %s", stream.call_id, exc)
@@ -522,14 +577,20 @@ class ForkServer:
                 return None
             if not data:
                 return None
+            arrival = time.perf_counter()
             parser.feed(data)
-            gevent.sleep(0)  # a fast sender must not starve the consumers (recv with data never yields)
+            # A recv that finds data never yields: a fast sender must not starve the consumers.  At
+            # real time a recv usually waits (and so yields), so this extra switch is rarely needed.
+            busy += 1
+            if busy >= YIELD_EVERY_RECVS or len(data) >= READ_CHUNK:
+                busy = 0
+                gevent.sleep(0)
 
     @staticmethod
-    def _deliver(stream: ForkStream, opcode: int | None, payload: bytes) -> None:
+    def _deliver(stream: ForkStream, opcode: int | None, payload: bytes, arrival: float) -> None:
         if opcode == OP_BINARY:
             if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
-                stream._put(payload)
+                stream._put(payload, arrival)
             return
         text = payload.decode("utf-8", errors="replace")
         if stream.metadata is None and stream.frames_received == 0 and stream.texts.empty():
