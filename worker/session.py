@@ -831,12 +831,14 @@ class CallSession:
         batch_bytes = max(1, int(FEED_BATCH_S * bytes_per_s))
         next_tick = TICK_S
         while True:
-            chunk = stream.get(timeout=None)
-            if chunk is None:
+            # One wake-up per detector feed: whatever is queued (a backlog catches up in big bites,
+            # up to MAX_BATCH_FACTOR batches), else up to FEED_WAIT_S for a full batch.  The
+            # detector's cost is mostly per feed, not per frame, so this keeps hundreds of calls cheap.
+            chunk, closed = stream.get_batch(batch_bytes, batch_bytes * MAX_BATCH_FACTOR, FEED_WAIT_S)
+            if not chunk:
                 self.inbox.put(Msg("fork_closed"))
                 return
-            arrival = time.perf_counter()
-            chunk, closed = self._more_audio(stream, chunk, batch_bytes)
+            arrival = stream.last_arrival  # when the batch's first frame came off the socket
             if self.stt is not None:
                 self.stt.feed(chunk[: len(chunk) - len(chunk) % 2])
             detector, gen, offset = self.detector, self.det_gen, self.det_offset
@@ -859,29 +861,8 @@ class CallSession:
             if closed:
                 self.inbox.put(Msg("fork_closed"))
                 return
-            gevent.sleep(0)  # a backlog never starves the call's own logic or the other calls
-
-    @staticmethod
-    def _more_audio(stream: Any, chunk: bytes, want: int) -> tuple[bytes, bool]:
-        """Coalesce audio for one detector feed: whatever is already queued (a backlog catches up in
-        big bites, up to MAX_BATCH_FACTOR x `want`), else wait up to FEED_WAIT_S to reach `want`.
-        The detector's cost is mostly per feed, not per frame, so this keeps hundreds of calls cheap.
-        Returns (audio, fork closed)."""
-        parts = [chunk]
-        size = len(chunk)
-        limit = want * MAX_BATCH_FACTOR
-        deadline = time.monotonic() + FEED_WAIT_S
-        while size < limit:
-            wait = 0.0 if size >= want else max(0.0, deadline - time.monotonic())
-            try:
-                more = stream.get(timeout=wait)
-            except (TimeoutError, gevent.queue.Empty):
-                break
-            if more is None:
-                return b"".join(parts), True
-            parts.append(more)
-            size += len(more)
-        return b"".join(parts), False
+            if stream.buffered >= batch_bytes:
+                gevent.sleep(0)  # a backlog never starves the call's own logic or the other calls
 
     # === helpers: state =====================================================================
     def _update(self, **fields: Any) -> None:
