@@ -95,8 +95,13 @@ class HumanParams:
                                      # (only without a recorded voice to compare with; a recording is
                                      # followed by its music within ~1 s)
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
+    voice_music_share: float = 0.5   # ... judged only for an utterance the classifier mostly called speech
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.2           # ... once this much of it sounds like speech
+    max_music_share: float = 0.9     # an utterance whose frames the classifier called music (1 s
+                                     # statistics) nearly throughout is not a greeting
+    min_density: float = 0.5         # sound frames / span of a greeting, at least (speech is dense; a
+                                     # few notes joined across short pauses are not)
     confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
     confidence_human: float = 0.9    # ... with human
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
@@ -207,8 +212,8 @@ class HumanDecider:
 
     def _new_voice(self, u: _Utterance) -> bool:
         prof = self._profile(u)
-        if prof is None or not self.recorded:
-            return False
+        if prof is None or not self.recorded or u.music > self.p.voice_music_share * u.sound:
+            return False      # (the timbre of music is unlike any voice: no evidence of a new one)
         dist = min(float(np.sqrt(np.mean((prof - r) ** 2))) for r in self.recorded)
         return dist >= self.p.voice_new_db
 
@@ -378,14 +383,19 @@ class HumanDecider:
             return score < self.p.long_speech_score
         return score <= self.p.speech_score
 
+    def _mostly_music(self, u: _Utterance) -> bool:
+        return u.music > self.p.max_music_share * u.sound
+
     def _qualifies(self, u: _Utterance) -> bool:
         p = self.p
-        if u.tone or u.repeat or u.hint < 0:
+        if u.tone or u.repeat or u.hint < 0 or (self._mostly_music(u) and u.hint <= 0):
             return False
         talk_span = (u.last - self.talk_start + 1) * FRAME_S
         if (self.talk_sound * FRAME_S > p.max_utterance_s or talk_span > p.max_span_s) and u.hint <= 0:
             return False      # the end of a monologue (IVR menu, greeting), not a greeting and a wait
         secs = u.seconds()
+        if u.sound < p.min_density * (u.last - u.start + 1) and u.hint <= 0:
+            return False
         if u.hint > 0:
             return secs >= p.min_utterance_s
         return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > p.greeting_score
