@@ -49,3 +49,13 @@ def test_music_is_not_a_new_voice_however_unlike_the_recordings_it_sounds():
     d = decider_with_recorded_voice()
     assert d._new_voice(greeting_like(sound=90, span=100, music=10))
     assert not d._new_voice(greeting_like(sound=90, span=100, music=60))
+
+
+def test_after_a_long_recording_only_another_voice_starts_a_greeting():
+    d = decider_with_recorded_voice()
+    same = greeting_like(sound=90, span=100, music=0)
+    same.voice_before = np.zeros(8, dtype=np.float32)              # the profile the ring holds for it
+    assert not d._qualifies(same)
+    other = greeting_like(sound=90, span=100, music=0)
+    other.voice_before = np.full(8, 6.0, dtype=np.float32)
+    assert d._qualifies(other)

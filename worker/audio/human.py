@@ -95,9 +95,12 @@ class HumanParams:
                                      # (only without a recorded voice to compare with; a recording is
                                      # followed by its music within ~1 s)
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
+    voice_change_db: float = 3.0     # ... from the long recording just before: another talker
+    record_music_share: float = 0.8  # recordings remembered only if at most this share was called music
     voice_music_share: float = 0.5   # ... judged only for an utterance the classifier mostly called speech
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.2           # ... once this much of it sounds like speech
+    confirm_score: float = 2.5       # ... and its speech score is above this
     max_music_share: float = 0.9     # an utterance whose frames the classifier called music (1 s
                                      # statistics) nearly throughout is not a greeting
     min_density: float = 0.5         # sound frames / span of a greeting, at least (speech is dense; a
@@ -139,6 +142,7 @@ class _Utterance:
     confirming: bool = False    # a second utterance after a qualifying first one (on hold)
     after_music: bool = False   # split off music by a short gap: may be the music's own end
     pending: bool = False       # qualified, waiting for a second utterance to confirm
+    voice_before: np.ndarray | None = None   # profile of a long recording-like utterance just before
 
     def seconds(self) -> float:
         return self.sound * FRAME_S
@@ -272,6 +276,13 @@ class HumanDecider:
                                                   or self._music_like(prev)))):
                     self.talk_start, self.talk_sound = i, 0
                     self.talk_pre = gap
+                elif prev is not None and prev.sound >= self._long and not prev.tone:
+                    # after a long stretch (a recording, speech-like music) a short pause may hide a
+                    # change of talker: a new talk, that counts only in another voice (see _qualifies)
+                    utt.voice_before = self._profile(prev)
+                    if utt.voice_before is not None:
+                        self.talk_start, self.talk_sound = i, 0
+                        self.talk_pre = gap
                 elif prev is not None and prev.start == self.talk_start and prev.sound < self._fragment:
                     # a blip (a click, the last note of the music) does not start a talk
                     self.talk_start, self.talk_sound = i, max(0, self.talk_sound - prev.sound)
@@ -295,7 +306,7 @@ class HumanDecider:
             self.talk_end = i
             self.silence = 0
             if (utt.confirming and utt.sound >= self._confirm and not utt.tone and not utt.repeat
-                    and utt.speech_score(p) > p.speech_score):
+                    and utt.speech_score(p) > p.confirm_score):
                 self.outcome = "human"
                 return Decision(self._t(i), "human", p.confidence_human, "turn-taking confirmed")
             if utt.confirming and utt.sound == self._confirm_early and self.likely_at is None:
@@ -383,6 +394,12 @@ class HumanDecider:
             return score < self.p.long_speech_score
         return score <= self.p.speech_score
 
+    def _other_voice(self, u: _Utterance, before: np.ndarray) -> bool:
+        prof = self._profile(u)
+        if prof is None or u.music > self.p.voice_music_share * u.sound:
+            return False
+        return float(np.sqrt(np.mean((prof - before) ** 2))) >= self.p.voice_change_db
+
     def _mostly_music(self, u: _Utterance) -> bool:
         return u.music > self.p.max_music_share * u.sound
 
@@ -393,6 +410,8 @@ class HumanDecider:
         talk_span = (u.last - self.talk_start + 1) * FRAME_S
         if (self.talk_sound * FRAME_S > p.max_utterance_s or talk_span > p.max_span_s) and u.hint <= 0:
             return False      # the end of a monologue (IVR menu, greeting), not a greeting and a wait
+        if u.voice_before is not None and not self._other_voice(u, u.voice_before):
+            return False      # the long stretch before it, running on
         secs = u.seconds()
         if u.sound < p.min_density * (u.last - u.start + 1) and u.hint <= 0:
             return False
@@ -408,7 +427,8 @@ class HumanDecider:
             self.recent.append(u)
             del self.recent[:-RECENT]
         # long speech, or speech that ran into music, is a recording: remember it
-        if u.sound * FRAME_S >= 1.0 and u.speech_score(self.p) > self.p.speech_score:
+        if (u.sound * FRAME_S >= 1.0 and u.speech_score(self.p) > self.p.speech_score
+                and u.music <= self.p.record_music_share * u.sound):
             self.store.add(np.asarray(u.words, dtype=np.uint16), "announcement", self.sample_rate)
             prof = self._profile(u)
             if prof is not None:
