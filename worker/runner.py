@@ -43,6 +43,7 @@ DEQUEUE_POLL_S = 1            # seconds one BLMOVE waits; bounds how fast a stop
 REDIS_BACKOFF_MAX_S = 30.0    # cap of the exponential backoff while Redis is unreachable
 DEFAULT_GRACE_S = 30.0        # seconds running calls may continue after a warm shutdown request
 JOB_TIMEOUT_FLOOR_S = 4 * 3600 + 600  # a call may legitimately last max_hold_s; never kill it sooner
+REDIS_SPARE_CONNECTIONS = 50    # Redis connections beyond one per running call (dequeue, heartbeats, stats)
 
 
 class GreenletDeathPenalty(BaseDeathPenalty):
@@ -94,6 +95,12 @@ class GeventWorker(BaseWorker):
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
         self.max_jobs = max_jobs
+        # Every running call may hold a Redis connection at once (events, job meta); redis-py's pool
+        # defaults to 100 and raises "Too many connections" past it (seen at 500 calls).
+        rpool = getattr(connection, "connection_pool", None)
+        want = max_jobs + REDIS_SPARE_CONNECTIONS
+        if rpool is not None and isinstance(getattr(rpool, "max_connections", None), int):
+            rpool.max_connections = max(rpool.max_connections, want)
         self.grace_s = grace_s
         self.heartbeat_s = heartbeat_s
         self.job_timeout_floor_s = job_timeout_floor_s
