@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.db import FINAL_STATUSES
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,19 +54,7 @@ SAMPLE_FLOW = [
     {"type": "HOLD"},
     {"type": "TRANSFER"},
 ]
-FINAL = {
-    "transferred",
-    "busy",
-    "no_answer",
-    "sit",
-    "voicemail",
-    "no_human",
-    "device_unavailable",
-    "user_no_answer",
-    "agent_hung_up",
-    "canceled",
-    "failed",
-}
+FINAL = FINAL_STATUSES  # the call statuses that end a call, as the worker defines them
 
 READY_PATTERNS = {
     "sim": re.compile(r"sim: ESL listening on (?P<host>[\w.:-]+):(?P<port>\d+)"),
