@@ -11,6 +11,13 @@ What tells a live person from a recording:
   waiting; there the wait decides only for a voice unlike every recording
   heard in this call (spectral-shape distance `voice_new_db`), and otherwise
   the detector waits for the person to speak again (`confirm_gap_s`);
+- a hand-over: on hold with no recorded voice heard yet, a talk that began well
+  after the stream went quiet (`handover_gap_s`) and is followed by quiet
+  (`handover_wait_s`); after a long recording a short pause may hide a change
+  of talker, which counts only in another voice (`voice_change_db`);
+- music is not a person: a greeting is dense (`min_density`), not labelled
+  music throughout (`max_music_share`), and voice novelty is judged only on
+  utterances mostly labelled speech (`voice_music_share`);
 - repetition: a segment that matches one heard earlier in this call or stored
   for the company (fingerprint.py) is a recording;
 - voicemail: a beep after a greeting, then silence;
