@@ -13,7 +13,9 @@ then an agent, and measures:
 * CPU: worker CPU milliseconds per second of call time,
 * memory: worker RSS growth per concurrent call (KiB),
 * missed humans (the call never detected the agent) and late humans (detected
-  more than LATE_S media seconds after the agent started talking).
+  more than LATE_S media seconds after the agent started talking), and early
+  humans (a "person" detected in the hold music, before the agent: a false
+  transfer).
 
 One stand-in switch generates ~5,000 frames/s per 0.3 core: `--sims K` splits
 the calls over K switch processes (the worker gets them all in ESL_HOSTS and
@@ -22,7 +24,7 @@ CPU is reported so a starved switch (or worker) is visible.
 
 Prints a table, then one JSON line
 `{"calls", "lag_p50_ms", "lag_p99_ms", "cpu_ms_per_call_second", "rss_kb_per_call",
-"missed_humans", "late_humans"}`.
+"missed_humans", "late_humans", "early_humans"}`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ NUMBER = "+15550107700"
 LATE_S = 5.0  # media seconds after the agent starts talking that still count as "on time"
 SAMPLE_S = 0.5  # seconds between worker CPU/RSS samples
 MUSIC = "/usr/share/asterisk/moh/macroform-the_simplicity.wav"
+EARLY_S = 0.5  # a "human" this many media seconds before the agent started is a false one (hold music)
 SIM_CALLS = 150  # calls per stand-in switch process by default
 
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if "lag_p99_ms" in stats:
             windows.append((float(stats["lag_p50_ms"]), float(stats["lag_p99_ms"])))
 
-        missed = late = 0
+        missed = late = early = 0
         call_seconds = 0.0
         rows = []
         with db.database.connection_context():
@@ -222,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif hold_ev is not None:
                     delay = human["data"]["t"] - hold_ev["data"]["media_t"] - args.hold
                     late += delay > LATE_S
+                    early += delay < -EARLY_S
                 start, end = c.started_at, c.bridged_at or c.ended_at
                 if start and end:
                     call_seconds += (end - start).total_seconds()
@@ -236,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             "rss_kb_per_call": round((peak_rss - rss0) / args.calls, 1),
             "missed_humans": missed,
             "late_humans": int(late),
+            "early_humans": int(early),
         }
         print(f"{'call':10} {'status':16} {'hold_s':>8} {'human_after_agent_s':>20}")
         for cid, status, hold, delay in rows:
