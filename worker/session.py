@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # --- tunables (seconds unless said otherwise) ------------------------------------
 ORIGINATE_SLACK_S = 15.0  # bgapi originate waits ring timeout + this for its BACKGROUND_JOB
 PROMPT_END_SILENCE_S = 0.7  # media seconds of silence after speech that end an IVR prompt
+HOLD_MUSIC_S = 3.0  # media seconds of music that mean the menus are over (flow-less navigation)
+MUSIC_SHARE = 0.25  # ... or this share of a "prompt" (and >= 1 s) being music
 PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before moving on
 TICK_S = 0.1  # media seconds between the audio pump's ticks
 FEED_BATCH_S = 0.1  # media seconds of audio fed to the detector at once (5 frames of 20 ms)
@@ -114,10 +116,17 @@ def parse_control(raw: bytes | str) -> dict[str, Any]:
     return msg
 
 
+def looks_like_ivr(transcript: str) -> bool:
+    """A menu, a callback offer or a hold message, as opposed to a person talking (pure)."""
+    from worker.menu import is_hold_message, parse_menu
+
+    return bool(parse_menu(transcript)) or is_hold_message(transcript)
+
+
 # --- messages in a session's inbox ---------------------------------------------------
 @dataclass
 class Msg:
-    kind: str  # esl | det | ctl | fork_closed | esl_down
+    kind: str  # esl | det | tick | ctl | originate | fork_closed | esl_down | esl_up | stt_done
     data: Any = None
     leg: str = ""  # "company" | "desk" for esl events
     t_arrival: float = 0.0  # perf_counter when the frame arrived (det only; lag metric)
@@ -149,6 +158,17 @@ class Runtime:
     active: dict[str, CallSession] = field(default_factory=dict)
     on_lag: Callable[[float], None] | None = None  # frame arrival -> detector decision, seconds
     _rr: int = 0
+
+    def __post_init__(self) -> None:
+        """Load the speech model before the first call: loading it mid-call stalls every call's audio."""
+        if self.transcriber_factory is None:
+            return
+        try:
+            warm = getattr(self.transcriber_factory(), "warm", None)
+            if callable(warm):
+                warm()
+        except Exception as exc:  # noqa: BLE001 - navigation degrades to detector-only, calls still work
+            log.warning("speech recognition could not start: %s", exc)
 
     def pick_client(self) -> Any:
         """The least-loaded connected switch (EslPool.pick), else round robin over `clients`."""
@@ -193,6 +213,9 @@ class CallSession:
         self.human_t = 0.0
         self.det_offset = 0.0  # media time at which the current detector started
         self.transfer_to = call.transfer_to
+        self.nav_state = ""  # the detector state last handled by flow-less navigation
+        self.seen_t = 0.0  # media time of the last detector message / tick handled (navigation)
+        self.pushed: list[Msg] = []  # messages handed back to the next _next() (navigation -> hold)
         self.max_hold_s = int(
             min(self.s.max_hold_s, int(self.options.get("max_hold_s") or self.s.max_hold_s))
         )
@@ -215,11 +238,17 @@ class CallSession:
                 job_id=getattr(self.job, "id", "") or "",
             )
             self._event("call.dialing", {"number": self.number, "worker": self.rt.worker_id})
-            self._dial_company()
             steps = self._flow_steps()
+            if not steps and self.rt.transcriber_factory is not None:
+                from worker.stt import StreamingTranscriber
+
+                # From the first frame on: transcript times are media times, no prompt start is lost.
+                self.stt = StreamingTranscriber(self.rt.transcriber_factory(), self.s.audio_fork_rate)
+            self._dial_company()
             if steps:
                 self._run_flow(steps)
-            else:  # no stored flow: the detector listens from the answer on
+            else:  # no stored flow: understand the menus from their transcripts, then hold
+                self._navigate_menus()
                 self._hold_until_human()
                 self._connect_user()
             self._follow_bridge()
@@ -389,6 +418,174 @@ class CallSession:
                 log.warning("call %s: transcription failed: %s", self.call_id, exc)
         self._event("ivr.prompt", {"step": step, "transcript": text})
         return text
+
+    def _navigate_menus(self) -> None:
+        """Flow-less: transcribe each prompt, let MenuNavigator choose (LLM or embedded keywords), act.
+
+        Returns when the company puts us on hold (a hold message, music, our declined callback offer)
+        or the detector hears a person; ends the call on a navigation loop, a dead end or an
+        accepted callback offer."""
+        from worker.llm import make_chooser
+        from worker.navigator import CALLBACK_ACCEPTED, DONE, MenuNavigator
+
+        if self.stt is None:
+            return  # no speech recognition in this worker: the detector alone listens for a person
+        nav = MenuNavigator(
+            self.call.intent or "", self.options, chooser=make_chooser(self.s, self.call_id)
+        )
+        try:
+            while True:
+                heard, person = self._hear_prompt(PROMPT_MAX_S)
+                if heard != "prompt":
+                    log.info("call %s: navigation over: %s", self.call_id, heard)
+                    self.navigated = heard == "hold" and self._detector_fooled()
+                    return
+                heard_text, later = self._transcript_watching()
+                if heard_text is None:
+                    log.info("call %s: the detector heard a person while we transcribed", self.call_id)
+                    return
+                text, start, end = heard_text
+                person = later or person
+                if person is not None and not looks_like_ivr(text):
+                    log.info("call %s: a person, not a menu: %r", self.call_id, text[:80])
+                    self.pushed.append(person)  # the hold loop confirms it
+                    return
+                action = nav.on_prompt(text, end)
+                self._event("ivr.action", action.to_event())
+                if action.kind in ("dtmf", "speak"):
+                    self.stt.reset()  # the IVR reacts to us: what it said meanwhile is not the next prompt
+                if action.kind == "dtmf":
+                    self._send_dtmf(action.digits)
+                    self._event("ivr.dtmf", action.to_event())  # the next prompt is awaited below
+                elif action.kind == "speak":
+                    self._speak(action.text)
+                    self._event("ivr.speak", action.to_event())
+                if action.status == CALLBACK_ACCEPTED:
+                    self._event("ivr.ended", action.to_event())
+                    raise Ended("canceled", CALLBACK_ACCEPTED)
+                if action.status and action.status != DONE:
+                    self._event("ivr.ended", action.to_event())
+                    raise Ended("failed", action.status)
+                if action.kind == "hold" or action.status == DONE:
+                    self.navigated = self._detector_fooled()
+                    return
+        finally:
+            self.stt = None
+
+    def _detector_fooled(self) -> bool:
+        """The detector took a menu for a person: it starts afresh on hold (else it keeps its view
+        of the whole call, as without navigation)."""
+        return self.detector is not None and getattr(self.detector, "outcome", None) == "human"
+
+    def _hear_prompt(self, max_media_s: float) -> tuple[str, Msg | None]:
+        """Until a prompt ended ('prompt') or the hold began ('hold'); with the detector's (likely)
+        human decision heard meanwhile, if any: the transcript tells a menu from a person."""
+        # `now`: media time of the messages handled (the pump runs ahead while we transcribe); the
+        # company heard our last action at the pump's time, so the wait counts from there.
+        start = max(self.media_t, self.seen_t)
+        now = began = self.seen_t
+        heard_speech = False
+        quiet_since: float | None = None
+        person: Msg | None = None
+        music_since: float | None = now if self.nav_state == "music" else None
+        music_s = 0.0  # media seconds of music heard in this wait (hold music mixes in speech-like bits)
+        while now - start < max_media_s:
+            msg = self._next(timeout=MEDIA_STALL_S)
+            if msg is None:
+                break  # no audio flowing: let the hold loop cope
+            if msg.kind in ("det", "tick"):
+                now = self.seen_t = max(self.seen_t, msg.t_media)
+            if msg.kind == "det":
+                kind = msg.data.kind
+                if kind in ("likely_human", "human"):
+                    person = person if person is not None and person.data.kind == "human" else msg
+                    heard_speech = True
+                    continue
+                if kind in DETECTOR_FINAL:
+                    raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+                if kind == "state":
+                    if music_since is not None:
+                        music_s += max(0.0, msg.t_media - music_since)
+                    self.nav_state = msg.data.state
+                    music_since = msg.t_media if msg.data.state == "music" else None
+                    if msg.data.state == "silence":
+                        if heard_speech and quiet_since is None:
+                            quiet_since = msg.t_media
+                    else:
+                        heard_speech = True
+                        quiet_since = None
+                continue
+            if msg.kind != "tick":
+                self._common(msg)
+            if quiet_since is not None and now - quiet_since >= PROMPT_END_SILENCE_S:
+                if music_s >= max(1.0, MUSIC_SHARE * (now - began)) and person is None:
+                    return "hold", None  # music with pauses (a hold queue), not worth transcribing
+                return "prompt", person
+            if music_s + (now - music_since if music_since is not None else 0.0) >= HOLD_MUSIC_S:
+                return "hold", None
+        return ("prompt" if heard_speech else "hold"), person  # a long quiet: the hold loop copes
+
+    def _transcript_watching(self) -> tuple[tuple[str, float, float] | None, Msg | None]:
+        """The buffered prompt as text (stored as an `ivr.prompt` event with its media times).
+
+        Transcribing takes a while and the call goes on: a person the detector hears in new audio
+        ends the navigation at once (None; the hold loop gets the decision).  A decision without new
+        speech is about the prompt itself (the detector waits for the quiet after it): returned
+        with the text, which tells a menu from a person."""
+        stt = self.stt
+        if stt is None:
+            return ("", round(self.media_t, 2), round(self.media_t, 2)), None
+        job = gevent.spawn(stt.end_utterance)
+        self.greenlets.append(job)
+        job.link(lambda _: self.inbox.put(Msg("stt_done")))
+        new_speech = False
+        person: Msg | None = None
+        try:
+            while not job.ready():
+                msg = self._next(timeout=None)
+                if msg is None or msg.kind == "stt_done":
+                    continue
+                if msg.kind in ("det", "tick"):
+                    self.seen_t = max(self.seen_t, msg.t_media)
+                if msg.kind == "det":
+                    kind = msg.data.kind
+                    if kind in ("likely_human", "human"):
+                        if new_speech:
+                            self.pushed.append(msg)
+                            return None, None
+                        person = person if person is not None and person.data.kind == "human" else msg
+                    if kind in DETECTOR_FINAL:
+                        raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+                    if kind == "state":
+                        self.nav_state = msg.data.state
+                        new_speech = new_speech or msg.data.state != "silence"
+                    continue
+                if msg.kind != "tick":
+                    self._common(msg)
+        finally:
+            if not job.ready():
+                job.kill(block=False)
+        segments: list[Any] = []
+        try:
+            segments = job.get() or []
+        except Exception as exc:  # noqa: BLE001 - speech recognition trouble is not a dead call
+            log.warning("call %s: transcription failed: %s", self.call_id, exc)
+        text = " ".join(seg.text for seg in segments).strip()
+        start = segments[0].start if segments else round(self.media_t, 2)
+        end = segments[-1].end if segments else round(self.media_t, 2)
+        self._event("ivr.prompt", {"text": text, "start": start, "end": end})
+        return (text, start, end), person
+
+    def _speak(self, text: str) -> None:
+        """Say `text` to the company (worker.tts: espeak-ng, or TTS_BASE_URL) with uuid_broadcast."""
+        from worker import tts
+
+        try:
+            path = tts.synthesize(text, rate=8000, settings=self.s)
+        except Exception as exc:  # noqa: BLE001 - a missing voice must not end the call
+            log.warning("call %s: could not synthesize speech: %s", self.call_id, exc)
+            return
+        self._broadcast(self.company_uuid, path)
 
     def _flow_steps(self) -> list[dict[str, Any]]:
         with db.database.connection_context():
@@ -616,6 +813,10 @@ class CallSession:
     # === inbox plumbing ==========================================================================
     def _next(self, timeout: float | None) -> Msg | None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        while self.pushed:
+            back = self.pushed.pop(0)
+            if back.kind != "det" or back.gen == self.det_gen:
+                return back
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -857,7 +1058,7 @@ class CallSession:
             self.media_t += len(chunk) / bytes_per_s
             if self.media_t >= next_tick:
                 next_tick = self.media_t + TICK_S
-                self.inbox.put(Msg("tick"))  # media time passes even when nothing changes
+                self.inbox.put(Msg("tick", t_media=self.media_t))  # media time passes regardless
             if closed:
                 self.inbox.put(Msg("fork_closed"))
                 return

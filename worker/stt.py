@@ -280,6 +280,11 @@ class SphinxTranscriber:
             _DECODER_CACHE[key] = dec
         return dec
 
+    def warm(self) -> None:
+        """Load the model now (seconds of CPU that block the process): at worker start, not mid-call."""
+        with _SHARED_LOCK:
+            self._decoder()
+
     def transcribe(self, pcm: bytes, rate: int) -> list[Segment]:
         _check_pcm(pcm, rate)
         audio = resample(pcm, rate, SPHINX_RATE)
