@@ -376,7 +376,9 @@ class CallSession:
             elif action.kind == "wait":
                 self._wait_media(action.timeout_s)
             elif action.kind == "speak":
-                self._broadcast(self.company_uuid, self.rt.prompts.path(action.text))
+                if not after_listen:  # speak once the prompt asked (a LISTEN already heard it out)
+                    self._wait_prompt_end(PROMPT_MAX_S)
+                self._speak(action.text)
                 self._event("ivr.speak", action.to_event())
             elif action.kind == "hold":
                 if action.timeout_s:

@@ -27,7 +27,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                phones=PHONES, companies=HERE / "companies", heartbeat_s=1,
                queue_name=f"hs-e2e-{secrets.token_hex(4)}",
                env={"RING_TIMEOUT": "8", "LAUNCH_RATE_PER_MINUTE": "1000", "DESK_RING_TIMEOUT": "4",
-                    "MAX_HOLD_SECONDS": "600",
+                    "MAX_HOLD_SECONDS": "600", "RECORDINGS_DIR": str(workdir / "recordings"),
                     "LOG_LEVEL": "INFO"})
     try:
         st.start_all()

@@ -36,8 +36,9 @@ def _stack(redis_url: str, workdir, env: dict[str, str]) -> Stack:
                speed=20, phones=PHONES, companies=COMPANIES_DIR, heartbeat_s=1,
                queue_name=f"hs-e2e-nav-{secrets.token_hex(4)}",
                env={"RING_TIMEOUT": "8", "LAUNCH_RATE_PER_MINUTE": "1000", "DESK_RING_TIMEOUT": "4",
-                    "MAX_HOLD_SECONDS": "600", "LOG_LEVEL": "INFO", "LLM_BASE_URL": "",
-                    "STT_BASE_URL": "", "TTS_BASE_URL": "", **env})
+                    "MAX_HOLD_SECONDS": "600", "LOG_LEVEL": "INFO",
+                    "RECORDINGS_DIR": str(workdir / "recordings"),
+                    "LLM_BASE_URL": "", "STT_BASE_URL": "", "TTS_BASE_URL": "", **env})
     try:
         st.start_all()
         st.seed(NAV_BANK, None, devices=DEVICES)
