@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
@@ -83,6 +84,14 @@ def fs_escape(value: str) -> str:
     """A channel-variable value inside `{...}` of an originate: no spaces, commas or quotes (pure)."""
     out = str(value).replace("\\", "").replace("'", "").replace('"', "")
     return out.replace(",", r"\,").replace(" ", r"\s")
+
+
+def recording_path(recordings_dir: str, call_id: str, when: Any) -> str:
+    """RECORDINGS_DIR/YYYY/MM/DD/<call_id>.wav as an absolute path (the switch has another cwd) (pure)."""
+    if not call_id or "/" in call_id or call_id.startswith("."):
+        raise ValueError(f"bad call id for a recording: {call_id!r}")
+    base = os.path.abspath(recordings_dir or "recordings")
+    return os.path.join(base, f"{when:%Y}", f"{when:%m}", f"{when:%d}", f"{call_id}.wav")
 
 
 def dial_vars(variables: dict[str, Any]) -> str:
@@ -344,6 +353,24 @@ class CallSession:
         self._start_fork()
         self._update(status="ivr", answered_at=db.utcnow())
         self._event("call.answered", {"uuid": self.company_uuid})
+        self._start_recording()
+
+    def _start_recording(self) -> None:
+        """uuid_record on the company leg from the answer on (FreeSWITCH mixes both directions; the
+        bridge adds the user) to RECORDINGS_DIR/YYYY/MM/DD/<call_id>.wav; options.record=false: none."""
+        if self.options.get("record") is False or str(self.options.get("record", "")).lower() == "false":
+            return
+        path = recording_path(self.s.recordings_dir, self.call_id, db.utcnow())
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # same host as the switch in the demo
+        except OSError as exc:
+            log.info("call %s: recordings directory not created here: %s", self.call_id, exc)
+        reply = self._api(f"uuid_record {self.company_uuid} start {path}", quiet=True)
+        if not reply.startswith("+OK"):
+            log.warning("call %s: recording not started: %s", self.call_id, reply.strip())
+            return
+        self._update(recording_path=path)
+        self._event("call.recording", {"path": path})
 
     # --- 2. navigate --------------------------------------------------------------------
     def _run_flow(self, steps: list[dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from e2e_env import channels
 
@@ -89,3 +90,19 @@ def test_speak_step_says_the_account_number_with_tts(stack: Stack, playbacks: Pl
     assert ("PLAYBACK_STOP", tts_paths[0], "done") in played
     assert "4821" not in Path(tts_paths[0]).name
     _hang_up(stack, call_id)
+    _assert_recording(stack, call_id)
+
+
+def _assert_recording(stack: Stack, call_id: str) -> None:
+    """RECORDINGS_DIR/YYYY/MM/DD/<call_id>.wav on the call record: a real WAV with audio in it."""
+    row = _row(stack, call_id)
+    path = Path(row.recording_path)
+    day = row.answered_at
+    assert path == Path(stack.extra_env["RECORDINGS_DIR"]) / f"{day:%Y/%m/%d}" / f"{call_id}.wav", path
+    assert path.is_file(), path
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        assert w.getnframes() > 2 * w.getframerate()   # seconds of the call, not an empty file
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 100   # speech and music, not silence
+    assert "call.recording" in [e["type"] for e in stack.timeline(call_id)]
