@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,7 +319,7 @@ class Stack:
         raise TimeoutError(f"call {call_id} not final after {timeout}s: {last}")
 
     def wait_status(
-        self, call_id: str, statuses: set[str], timeout: float = CALL_TIMEOUT_S
+        self, call_id: str, statuses: Collection[str], timeout: float = CALL_TIMEOUT_S
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: Any = None
