@@ -81,7 +81,7 @@ class Settings:
     ring_timeout_s: int = 60             # originate_timeout for the company leg
     desk_ring_timeout_s: int = 30        # how long the user's phone rings before we reassure/retry
     max_hold_s: int = 4 * 3600           # hard cap on a call, enforced by the switch (sched_hangup) too
-    max_calls_per_worker: int = 500
+    max_calls_per_worker: int = 60       # measured ~80 calls per core (bench/CONCURRENCY.md)
     worker_heartbeat_s: int = 10
 
     api_key: str = ""                    # API_KEY: required on every write to the REST API
