@@ -41,5 +41,6 @@ bench: setup
 
 eval: setup
 	@bash .ci/system-deps $(EVAL_PACKAGES)
+	@$(PY) -c 'import scipy' 2>/dev/null || $(VENV)/bin/pip install -q scipy  # the generator's filters only
 	rm -rf /tmp/hs-dev && $(PY) ../shared/eval/scenarios.py /tmp/hs-dev --count 64
 	$(PY) ../shared/eval/score.py /tmp/hs-dev --project . --python $(PY) --causal 5
