@@ -59,3 +59,38 @@ def test_after_a_long_recording_only_another_voice_starts_a_greeting():
     other = greeting_like(sound=90, span=100, music=0)
     other.voice_before = np.full(8, 6.0, dtype=np.float32)
     assert d._qualifies(other)
+
+
+def music_tail(frames: int) -> int:
+    """tail_music bits: the last `frames` sound frames labelled music."""
+    return (1 << frames) - 1
+
+
+def test_on_hold_speech_that_ran_into_the_music_is_a_recording():
+    d = decider_with_recorded_voice()
+    d.on_hold = True
+    # 2 s of speech, then the last 1 s mostly called music: an announcement running into the stream
+    ran_into_music = greeting_like(sound=150, span=160, music=45)
+    ran_into_music.tail_music = music_tail(45)
+    assert not d._qualifies(ran_into_music)
+    # the same with the music labels spread over the utterance (1 s statistics on speech) qualifies
+    spread = greeting_like(sound=150, span=160, music=45)
+    spread.tail_music = music_tail(10)
+    assert d._qualifies(spread)
+
+
+def test_a_short_greeting_called_music_after_the_music_stopped_still_counts():
+    d = decider_with_recorded_voice()
+    d.on_hold = True
+    short = greeting_like(sound=60, span=70, music=45)     # no speech before the tail window
+    short.tail_music = music_tail(45)
+    assert not d._ends_in_music(short)
+    assert d._qualifies(short)
+
+
+def test_ending_in_music_matters_only_on_hold():
+    d = decider_with_recorded_voice()
+    u = greeting_like(sound=150, span=160, music=45)
+    u.tail_music = music_tail(45)
+    assert d._ends_in_music(u)
+    assert d._qualifies(u)            # not on hold: no hold stream for it to run back into

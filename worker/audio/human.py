@@ -70,6 +70,13 @@ class HumanParams:
     join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
     likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
     wait_s: float = 1.3              # silence after a qualifying utterance for the decision
+    direct_wait_s: float = 1.3       # ... when no hold music came before (a direct answer): a short first
+                                     # sentence and a pause is also how voicemail greetings begin, and a
+                                     # person waits for an answer longer than a greeting pauses between
+                                     # sentences; a second short utterance after a pause of at least
+                                     # wait_s (a person trying again) needs only second_try_wait_s
+    second_try_wait_s: float = 0.8
+    music_seen_s: float = 1.0        # music this long anywhere before: not a direct answer
     max_span_s: float = 4.3          # first to last sound of the talk, at most (a greeting, not a menu)
     min_utterance_s: float = 0.4     # active speech in the utterance, at least
     max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
@@ -103,6 +110,9 @@ class HumanParams:
                                      # followed by its music within ~1 s)
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     voice_change_db: float = 3.0     # ... from the long recording just before: another talker
+    tail_music_s: float = 1.0        # on hold, a talk whose last tail_music_s of sound the classifier
+    tail_music_share: float = 0.7    # called music more than this share ran back into the hold stream:
+                                     # a recording (speech over or into music), not a person waiting
     record_music_share: float = 0.8  # recordings remembered only if at most this share was called music
     voice_music_share: float = 0.5   # ... judged only for an utterance the classifier mostly called speech
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
@@ -149,6 +159,9 @@ class _Utterance:
     confirming: bool = False    # a second utterance after a qualifying first one (on hold)
     after_music: bool = False   # split off music by a short gap: may be the music's own end
     pending: bool = False       # qualified, waiting for a second utterance to confirm
+    paused: bool = False        # direct answer: qualified and followed by wait_s of silence
+    second_try: bool = False    # direct answer: follows a paused utterance (a person trying again)
+    tail_music: int = 0         # bits: was each of the last sound frames labelled music (newest lowest)
     voice_before: np.ndarray | None = None   # profile of a long recording-like utterance just before
 
     def seconds(self) -> float:
@@ -183,6 +196,12 @@ class HumanDecider:
         self.beep_at = -1                # frame of a beep that may close a greeting
         self.beep_talk_s = 0.0
         self._wait = round(self.p.wait_s / FRAME_S)
+        self._direct_wait = round(self.p.direct_wait_s / FRAME_S)
+        self._second_wait = round(self.p.second_try_wait_s / FRAME_S)
+        self._music_seen = round(self.p.music_seen_s / FRAME_S)
+        self.music_seen = False          # music heard in this call (not a direct answer)
+        self._tail_n = max(1, round(self.p.tail_music_s / FRAME_S))
+        self._tail_mask = (1 << self._tail_n) - 1
         self._likely = round(self.p.likely_wait_s / FRAME_S)
         self._join = round(self.p.join_gap_s / FRAME_S)
         self._talk_gap = round(self.p.talk_gap_s / FRAME_S)
@@ -252,6 +271,8 @@ class HumanDecider:
             self.music_run += 1
             if self.music_run >= self._music_need:
                 self.on_hold = True
+            if self.music_run >= self._music_seen:
+                self.music_seen = True
         elif active and label_known:
             self.music_run = 0
         if tone:
@@ -278,6 +299,8 @@ class HumanDecider:
                 utt = self.utt = _Utterance(start=i, after_music=music_split or tail_split)
                 if prev is not None and prev.pending and self._confirm_gap[0] <= gap <= self._confirm_gap[1]:
                     utt.confirming = True
+                if prev is not None and prev.paused and not self.music_seen:
+                    utt.second_try = True
                 if (self.talk_end < 0 or i - self.talk_end > self._talk_gap
                         or (prev is not None and (prev.tone or prev.after_music
                                                   or self._music_like(prev)))):
@@ -297,6 +320,7 @@ class HumanDecider:
             utt.last = i
             if music:
                 utt.music += 1
+            utt.tail_music = ((utt.tail_music << 1) | int(music)) & self._tail_mask
             utt.flux += flux
             utt.e_sum += energy_db
             utt.e_sq += energy_db * energy_db
@@ -332,7 +356,15 @@ class HumanDecider:
             return d
         if utt is None or not self._qualifies(utt):
             return None
-        wait = self._wait - (round(p.hint_bonus_s / FRAME_S) if utt.hint > 0 else 0)
+        if self.music_seen:
+            base = self._wait
+        elif utt.second_try:
+            base = self._second_wait
+        else:
+            base = self._direct_wait
+            if self.silence == self._wait:
+                utt.paused = True
+        wait = base - (round(p.hint_bonus_s / FRAME_S) if utt.hint > 0 else 0)
         if self.silence == self._likely and not utt.likely_sent:
             utt.likely_sent = True
             # on hold, only a voice unlike the recordings heard is likely a person this early
@@ -407,6 +439,16 @@ class HumanDecider:
             return False
         return float(np.sqrt(np.mean((prof - before) ** 2))) >= self.p.voice_change_db
 
+    def _ends_in_music(self, u: _Utterance) -> bool:
+        """Speech that ran into music: at least tail_music_s of sound mostly not called music, then a
+        last tail_music_s mostly called music.  (A person's short greeting right after the music
+        stopped may be called music throughout - the labels use 1 s statistics - and is not this.)"""
+        n = self._tail_n
+        if u.sound < 2 * n:
+            return False
+        tail = u.tail_music.bit_count()
+        return tail > self.p.tail_music_share * n and u.music - tail <= 0.5 * (u.sound - n)
+
     def _mostly_music(self, u: _Utterance) -> bool:
         return u.music > self.p.max_music_share * u.sound
 
@@ -419,6 +461,8 @@ class HumanDecider:
             return False      # the end of a monologue (IVR menu, greeting), not a greeting and a wait
         if u.voice_before is not None and not self._other_voice(u, u.voice_before):
             return False      # the long stretch before it, running on
+        if self.on_hold and self._ends_in_music(u):
+            return False      # speech that ran back into the hold stream: a recording
         secs = u.seconds()
         if u.sound < p.min_density * (u.last - u.start + 1) and u.hint <= 0:
             return False
