@@ -94,3 +94,56 @@ def test_ending_in_music_matters_only_on_hold():
     u.tail_music = music_tail(45)
     assert d._ends_in_music(u)
     assert d._qualifies(u)            # not on hold: no hold stream for it to run back into
+
+
+def run_frames(d: HumanDecider, pattern: list[tuple[str, int]], music_before: int = 0,
+               hint: str = "") -> float | None:
+    """Step the decider through `music_before` music frames, then (kind, frames) runs of 'talk' (a
+    speech-like utterance: syllable dips, fast spectral change) or 'quiet'; returns when it said human."""
+    shape = np.zeros((1, 8), dtype=np.float32)
+    words = np.random.default_rng(3).integers(0, 1 << 16, 4000)   # no two stretches alike (not repeats)
+    i = 0
+    for kind, n in [("music", music_before)] + pattern:
+        for k in range(n):
+            d.load(i, shape, np.array([kind != "quiet"]))
+            if kind == "music":
+                dec = d.step(i, True, -25.0, 0.09, False, 0, music=True)
+            elif kind == "talk":
+                dec = d.step(i, True, -20.0 if k % 4 else -40.0, 0.2, False, int(words[i]))
+            else:
+                dec = d.step(i, False, -70.0, 0.0, False, 0)
+            if dec is not None and dec.kind == "human":
+                return dec.t
+            i += 1
+        if kind == "talk" and hint:
+            d.hint(hint, i * 0.02)
+    return None
+
+
+def test_a_direct_answer_needs_a_longer_wait_than_a_greeting_pauses():
+    # a direct answer (no music before): a sentence and a 1.8 s pause is how voicemail greetings
+    # begin too - not yet a person; 2.2 s of quiet is
+    assert run_frames(HumanDecider(), [("talk", 80), ("quiet", 90), ("talk", 300)]) is None
+    t = run_frames(HumanDecider(), [("talk", 80), ("quiet", 150)])
+    assert t is not None and abs(t - (80 + 110) * 0.02) < 0.03
+    # "hi, this is ..." opens greetings as often as calls: no shorter wait for it on a direct answer
+    greeting = [("talk", 80), ("quiet", 90), ("talk", 300)]
+    assert run_frames(HumanDecider(), greeting, hint="hi, this is jo") is None
+
+
+def test_after_hold_music_the_usual_wait_decides():
+    d = HumanDecider()
+    t = run_frames(d, [("quiet", 50), ("talk", 80), ("quiet", 90)], music_before=100)
+    assert d.music_seen and t is not None and abs(t - (100 + 50 + 80 + 65) * 0.02) < 0.03
+    # there a positive hint shortens the wait
+    t = run_frames(HumanDecider(), [("quiet", 50), ("talk", 80), ("quiet", 90)], music_before=100,
+                   hint="hi, this is jo")
+    assert t is not None and abs(t - (100 + 50 + 80 + 35) * 0.02) < 0.03
+
+
+def test_a_direct_answer_that_tries_again_after_a_pause_is_a_person():
+    # "hello?" ... 1.6 s ... "hello, anyone there?" then quiet: decided 0.8 s after the second try
+    t = run_frames(HumanDecider(), [("talk", 60), ("quiet", 80), ("talk", 60), ("quiet", 60)])
+    assert t is not None and abs(t - (60 + 80 + 60 + 40) * 0.02) < 0.03
+    # a greeting that runs on after its pause (a monologue) is not
+    assert run_frames(HumanDecider(), [("talk", 60), ("quiet", 80), ("talk", 300), ("quiet", 60)]) is None

@@ -15,9 +15,16 @@ What tells a live person from a recording:
   after the stream went quiet (`handover_gap_s`) and is followed by quiet
   (`handover_wait_s`); after a long recording a short pause may hide a change
   of talker, which counts only in another voice (`voice_change_db`);
+- a direct answer (no music heard before): a short sentence and a pause is
+  also how a voicemail greeting begins; a person waits for an answer longer
+  than a greeting pauses between sentences, so the wait there is
+  `direct_wait_s`, or a second short utterance after a pause (a person trying
+  again) followed by `second_try_wait_s`;
 - music is not a person: a greeting is dense (`min_density`), not labelled
   music throughout (`max_music_share`), and voice novelty is judged only on
-  utterances mostly labelled speech (`voice_music_share`);
+  utterances mostly labelled speech (`voice_music_share`); on hold, speech
+  that ran back into the music (`tail_music_s`, `tail_music_share`) is a
+  recording played into the hold stream;
 - repetition: a segment that matches one heard earlier in this call or stored
   for the company (fingerprint.py) is a recording;
 - voicemail: a beep after a greeting, then silence;
@@ -70,7 +77,7 @@ class HumanParams:
     join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
     likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
     wait_s: float = 1.3              # silence after a qualifying utterance for the decision
-    direct_wait_s: float = 1.3       # ... when no hold music came before (a direct answer): a short first
+    direct_wait_s: float = 2.2       # ... when no hold music came before (a direct answer): a short first
                                      # sentence and a pause is also how voicemail greetings begin, and a
                                      # person waits for an answer longer than a greeting pauses between
                                      # sentences; a second short utterance after a pause of at least
@@ -124,7 +131,8 @@ class HumanParams:
                                      # few notes joined across short pauses are not)
     confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
     confidence_human: float = 0.9    # ... with human
-    hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much
+    hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much (not
+                                     # the direct_wait_s: greetings open with "hi, this is ..." too)
     positive_hints: tuple[str, ...] = POSITIVE_HINTS
     negative_hints: tuple[str, ...] = NEGATIVE_HINTS
 
@@ -364,7 +372,10 @@ class HumanDecider:
             base = self._direct_wait
             if self.silence == self._wait:
                 utt.paused = True
-        wait = base - (round(p.hint_bonus_s / FRAME_S) if utt.hint > 0 else 0)
+        if utt.hint > 0 and base != self._direct_wait:
+            # (not on a direct answer: "hi, this is ..." opens voicemail greetings as often as calls)
+            base -= round(p.hint_bonus_s / FRAME_S)
+        wait = base
         if self.silence == self._likely and not utt.likely_sent:
             utt.likely_sent = True
             # on hold, only a voice unlike the recordings heard is likely a person this early
