@@ -61,6 +61,9 @@ POSITIVE_HINTS = (
     r"\bmy name is\b", r"\bhow (can|may) i help\b", r"\bspeaking\b", r"\bthis is \w+", r"\bhello\b",
     r"\bwho am i speaking\b", r"\bwhat can i do for you\b", r"\bthanks for holding\b", r"\bhi\b",
 )
+LIVE_HINTS = (           # what only a person answering says (not a greeting's opening words)
+    r"\bhow (can|may) i help\b", r"\bwho am i speaking\b", r"\bwhat can i do for you\b",
+)
 NEGATIVE_HINTS = (
     r"\byour call is important\b", r"\bplease (hold|stay on the line)\b", r"\bleave a message\b",
     r"\bafter the (tone|beep)\b", r"\bpress \w+", r"\bfor \w+ press\b",
@@ -131,9 +134,11 @@ class HumanParams:
                                      # few notes joined across short pauses are not)
     confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
     confidence_human: float = 0.9    # ... with human
-    hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much (not
-                                     # the direct_wait_s: greetings open with "hi, this is ..." too)
+    hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much (the
+                                     # direct_wait_s only for live_hints: greetings open with "hi, this
+                                     # is ..." too)
     positive_hints: tuple[str, ...] = POSITIVE_HINTS
+    live_hints: tuple[str, ...] = LIVE_HINTS
     negative_hints: tuple[str, ...] = NEGATIVE_HINTS
 
 
@@ -161,7 +166,7 @@ class _Utterance:
     e_sq: float = 0.0
     tone: bool = False          # a tone interrupted it
     repeat: bool = False        # matched a recording heard before
-    hint: int = 0               # +1 positive / -1 negative transcript hint
+    hint: int = 0               # +1 positive / -1 negative transcript hint, +2 a live one
     words: list[int] = field(default_factory=list)
     likely_sent: bool = False
     confirming: bool = False    # a second utterance after a qualifying first one (on hold)
@@ -265,7 +270,8 @@ class HumanDecider:
         elif any(re.search(h, low) for h in self.p.positive_hints):
             score = 1
         if score and self.utt is not None:
-            self.utt.hint = score
+            live = score > 0 and any(re.search(h, low) for h in self.p.live_hints)
+            self.utt.hint = 2 if live else score
         return score
 
     def step(self, i: int, active: bool, energy_db: float, flux: float, tone: bool,
@@ -372,7 +378,7 @@ class HumanDecider:
             base = self._direct_wait
             if self.silence == self._wait:
                 utt.paused = True
-        if utt.hint > 0 and base != self._direct_wait:
+        if utt.hint > 1 or (utt.hint > 0 and base != self._direct_wait):
             # (not on a direct answer: "hi, this is ..." opens voicemail greetings as often as calls)
             base -= round(p.hint_bonus_s / FRAME_S)
         wait = base
