@@ -83,7 +83,7 @@ def tone(freqs: list[float], seconds: float, rate: int = 8000, dbfs: float = -16
 
 def cadence(freqs: list[float], pattern: list[float], total: float, rate: int = 8000) -> np.ndarray:
     """Alternating on/off durations (seconds) repeated for `total` seconds."""
-    parts = []
+    parts: list[np.ndarray] = []
     while sum(len(p) for p in parts) < total * rate:
         for k, d in enumerate(pattern):
             parts.append(tone(freqs, d, rate) if k % 2 == 0 else silence(d, rate))

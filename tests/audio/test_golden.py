@@ -59,4 +59,5 @@ GOLDEN = {
 @pytest.mark.parametrize(("name", "rate"), sorted(GOLDEN))
 def test_per_frame_states_are_frozen(name, rate):
     det, _ = run(make(name, rate), rate)
+    assert det.frame_states is not None
     assert rle(det.frame_states) == GOLDEN[(name, rate)]
