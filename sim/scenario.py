@@ -145,6 +145,7 @@ class CompanyDirectory:
 
     def __init__(self, directory: str | Path | None) -> None:
         self.by_number: dict[str, Scenario] = {}
+        self.dials: dict[str, int] = {}  # number -> dials so far (scenarios with `attempts`)
         if directory is None:
             return
         d = Path(directory)
@@ -161,9 +162,18 @@ class CompanyDirectory:
         self.by_number[scenario.number] = scenario
 
     def lookup(self, digits: str) -> Scenario | None:
+        """The scenario for one dial of `digits` (call once per dial: `attempts` counts the dials)."""
         digits = digits.strip()
         key = digits if digits.startswith("+") else "+" + digits
-        return self.by_number.get(key)
+        sc = self.by_number.get(key)
+        if sc is None or not sc.data.get("attempts"):
+            return sc
+        n = self.dials.get(key, 0)
+        self.dials[key] = n + 1
+        attempts = sc.data["attempts"]
+        if n >= len(attempts):
+            return sc
+        return Scenario({**sc.data, "outcome": attempts[n]}, sc.source)
 
 
 class AudioRenderer:

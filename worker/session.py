@@ -52,6 +52,8 @@ MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time 
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
 DESK_RETRIES = 1  # extra rings of the same device(s) after a no-answer round
 RECONNECT_WAIT_S = 20.0  # wall seconds to wait for a dropped ESL connection to come back
+MAX_RETRIES = 10  # options.retries / call_back_on_agent_hangup upper bound
+MAX_BACKOFF_S = 3600.0  # options.retry_backoff_s upper bound (the first wait; doubled each retry)
 CONTROL_CHANNEL = "hs:control:{}"
 CONTROL_PATTERN = "hs:control:*"
 
@@ -84,6 +86,28 @@ def fs_escape(value: str) -> str:
     """A channel-variable value inside `{...}` of an originate: no spaces, commas or quotes (pure)."""
     out = str(value).replace("\\", "").replace("'", "").replace('"', "")
     return out.replace(",", r"\,").replace(" ", r"\s")
+
+
+RETRY_STATUSES = ("busy", "no_answer")
+
+
+def retry_options(options: dict[str, Any]) -> tuple[int, float, int]:
+    """(retries, retry_backoff_s, call-backs after the agent hung up first) from the request options;
+    ValueError with a clear message when out of range (pure)."""
+    try:
+        retries = int(options.get("retries", 0) or 0)
+        backoff = float(options.get("retry_backoff_s", 30) if options.get("retry_backoff_s") != "" else 30)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"options.retries / retry_backoff_s must be numbers: {exc}") from exc
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"options.retries must be 0..{MAX_RETRIES}, got {retries}")
+    if not 0 <= backoff <= MAX_BACKOFF_S:
+        raise ValueError(f"options.retry_backoff_s must be 0..{MAX_BACKOFF_S:g}, got {backoff:g}")
+    back = options.get("call_back_on_agent_hangup", False)
+    if isinstance(back, str):
+        back = back.strip().lower() in ("1", "true", "yes")
+    redials = 1 if back is True else max(0, min(MAX_RETRIES, int(back or 0)))
+    return retries, backoff, redials
 
 
 def recording_path(recordings_dir: str, call_id: str, when: Any) -> str:
@@ -126,10 +150,11 @@ def parse_control(raw: bytes | str) -> dict[str, Any]:
 
 
 def looks_like_ivr(transcript: str) -> bool:
-    """A menu, a callback offer or a hold message, as opposed to a person talking (pure)."""
-    from worker.menu import is_hold_message, parse_menu
+    """A menu or a callback offer (keys to press), as opposed to a person talking (pure).  A hold
+    message is not enough: "thanks for holding, this is Sam" is a person."""
+    from worker.menu import parse_menu
 
-    return bool(parse_menu(transcript)) or is_hold_message(transcript)
+    return bool(parse_menu(transcript))
 
 
 # --- messages in a session's inbox ---------------------------------------------------
@@ -247,19 +272,30 @@ class CallSession:
                 job_id=getattr(self.job, "id", "") or "",
             )
             self._event("call.dialing", {"number": self.number, "worker": self.rt.worker_id})
+            retries, backoff_s, redials = retry_options(self.options)
             steps = self._flow_steps()
-            if not steps and self.rt.transcriber_factory is not None:
-                from worker.stt import StreamingTranscriber
+            while True:
+                if not steps and self.rt.transcriber_factory is not None:
+                    from worker.stt import StreamingTranscriber
 
-                # From the first frame on: transcript times are media times, no prompt start is lost.
-                self.stt = StreamingTranscriber(self.rt.transcriber_factory(), self.s.audio_fork_rate)
-            self._dial_company()
-            if steps:
-                self._run_flow(steps)
-            else:  # no stored flow: understand the menus from their transcripts, then hold
-                self._navigate_menus()
-                self._hold_until_human()
-                self._connect_user()
+                    # From the first frame on: transcript times are media times, no prompt start is lost.
+                    self.stt = StreamingTranscriber(self.rt.transcriber_factory(), self.s.audio_fork_rate)
+                self._dial_with_retries(retries, backoff_s)
+                try:
+                    if steps:
+                        self._run_flow(steps)
+                    else:  # no stored flow: understand the menus from their transcripts, then hold
+                        self._navigate_menus()
+                        self._hold_until_human()
+                        self._connect_user()
+                    break
+                except Ended as e:
+                    if e.status != "agent_hung_up" or redials <= 0:
+                        raise
+                    redials -= 1
+                    log.info("call %s: the agent hung up first: calling back in", self.call_id)
+                    self._event("call.redial", {"after": e.status, "reason": e.reason})
+                    self._reset_for_redial()
             self._follow_bridge()
         except Ended as e:
             final = e
@@ -345,6 +381,63 @@ class CallSession:
                 self._kill(self.company_uuid)
                 raise Ended(msg.data.kind, f"detector: {msg.data.kind} in early media")
             self._common(msg)
+
+    def _dial_with_retries(self, retries: int, backoff_s: float) -> None:
+        """Dial; on busy / no answer dial again up to `retries` times, waiting backoff_s, 2x, 4x ..."""
+        for attempt in range(retries + 1):
+            if attempt:
+                self._update(status="dialing")
+                self._event("call.dialing", {"number": self.number, "attempt": attempt + 1})
+            try:
+                self._dial_company()
+                return
+            except Ended as e:
+                if e.status not in RETRY_STATUSES or attempt >= retries:
+                    raise
+                delay = backoff_s * (2**attempt)
+                log.info("call %s: %s; dialing again in %.1fs", self.call_id, e.status, delay)
+                retry = {"attempt": attempt + 2, "after": e.status, "cause": e.cause, "delay_s": delay}
+                self._event("call.retry", retry)
+                self._reset_for_redial()
+                self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between attempts; a cancel still ends the call at once."""
+        deadline = time.monotonic() + seconds
+        while True:
+            msg = self._next(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                return
+            if msg.kind == "ctl":
+                self._common(msg)
+
+    def _reset_for_redial(self) -> None:
+        """Forget the company leg (and desk leg) of the last attempt; keep control messages."""
+        for uuid in (self.company_uuid, self.desk_uuid):
+            if uuid:
+                self._kill(uuid)
+                try:
+                    self.client.release(uuid)
+                except Exception:  # noqa: BLE001 - best effort
+                    log.debug("call %s: release %s failed", self.call_id, uuid)
+        try:
+            self.rt.fork_server.release(self.call_id)
+        except Exception:  # noqa: BLE001 - best effort
+            log.debug("call %s: fork release failed", self.call_id)
+        kept = [m for m in self.pushed if m.kind == "ctl"]
+        while not self.inbox.empty():
+            msg = self.inbox.get_nowait()
+            if msg.kind == "ctl":
+                kept.append(msg)
+        self.pushed = kept
+        self.company_uuid = self.desk_uuid = ""
+        self.company_answered = self.fork_started = self.prompt_played = self.navigated = False
+        self.company_cause = ""
+        self.human_t = 0.0
+        self.det_gen += 1
+        self.det_offset = self.media_t
+        self.last_state = self.nav_state = ""
+        self.stt = None
 
     def _company_answered(self) -> None:
         if self.company_answered:

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from e2e_env import BANK, BANK_FLOW, DEVICES, E2E_DB, HERE, PHONES, channels, with_db
+from e2e_env import BANK, BANK_FLOW, DEVICES, E2E_DB, HERE, IMPATIENT, PHONES, channels, with_db
 
 from sim.demo import Stack
 
@@ -32,6 +32,9 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     try:
         st.start_all()
         st.seed(BANK, BANK_FLOW, devices=DEVICES, flow_name="E2E Bank")
+        # A known company without menus: a stored flow that just holds (the hand-off tests must not
+        # wait for speech recognition of its hold music, which at x20 takes longer than its agent).
+        st.seed(IMPATIENT, [{"type": "HOLD"}, {"type": "TRANSFER"}], flow_name="E2E Impatient")
         yield st
     finally:
         st.stop()

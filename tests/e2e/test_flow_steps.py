@@ -106,3 +106,54 @@ def _assert_recording(stack: Stack, call_id: str) -> None:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
     assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 100   # speech and music, not silence
     assert "call.recording" in [e["type"] for e in stack.timeline(call_id)]
+
+
+BUSY_ONCE = "+15550100600"     # busy on the first dial, then answers (scenario `attempts`)
+IMPATIENT = "+15550100200"     # the agent hangs up soon after "connecting you"
+
+
+def test_busy_then_answer_is_retried_with_backoff(stack: Stack):
+    call_id = stack.place_call({"number": BUSY_ONCE, "intent": "talk to someone", "transfer_to": "1000",
+                                "options": {"retries": 2, "retry_backoff_s": 0.5}})
+    call = stack.wait_status(call_id, {"transferred"} | set(db.FINAL_STATUSES), timeout=60)
+    assert call["status"] == "transferred", call
+    timeline = stack.timeline(call_id)
+    retries = [e["data"] for e in timeline if e["type"] == "call.retry"]
+    assert retries == [{"attempt": 2, "after": "busy", "cause": "USER_BUSY", "delay_s": 0.5}], retries
+    dialing = [e for e in timeline if e["type"] == "call.dialing"]
+    assert len(dialing) == 2 and dialing[1]["data"]["attempt"] == 2
+    types = [e["type"] for e in timeline]
+    assert types.index("call.retry") < len(types) - 1 - types[::-1].index("call.dialing") < types.index(
+        "call.answered")
+    _hang_up(stack, call_id)
+
+
+def test_busy_without_retries_stays_busy(stack: Stack):
+    """Default: no retries (the busy attempt counter of the scenario is past its busy entry now, so a
+    plain busy company shows the default)."""
+    call_id = stack.place_call({"number": "+15550100486", "intent": "talk to someone", "transfer_to": "1000"})
+    final = stack.wait_final(call_id, timeout=30)
+    assert final["status"] == "busy", final
+    assert "call.retry" not in [e["type"] for e in stack.timeline(call_id)]
+
+
+def test_agent_hangs_up_first_then_we_call_back_in(stack: Stack):
+    call_id = stack.place_call({"number": IMPATIENT, "intent": "talk to someone", "transfer_to": "1001",
+                                "options": {"call_back_on_agent_hangup": True}})
+    final = stack.wait_final(call_id, timeout=90)
+    assert final["status"] == "agent_hung_up", final   # twice: the second time it is final
+    types = [e["type"] for e in stack.timeline(call_id)]
+    assert types.count("call.redial") == 1, types
+    assert types.count("call.answered") == 2 and types.count("hold.started") == 2, types
+    assert types.index("call.redial") < len(types) - 1 - types[::-1].index("call.answered")
+    assert channels(stack) == {"row_count": 0} or _no_channels_soon(stack)
+
+
+def _no_channels_soon(stack: Stack) -> bool:
+    import time
+
+    deadline = time.monotonic() + 10
+    while channels(stack) != {"row_count": 0}:
+        assert time.monotonic() < deadline, channels(stack)
+        time.sleep(0.2)    # polling the switch's state until a deadline
+    return True
