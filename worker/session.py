@@ -44,7 +44,6 @@ PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before m
 TICK_S = 0.1  # media seconds between the audio pump's ticks
 FEED_BATCH_S = 0.1  # media seconds of audio fed to the detector at once (5 frames of 20 ms)
 FEED_WAIT_S = 0.12  # wall seconds the pump waits to fill a batch (bounds the added latency)
-AGENT_WAITING_S = 2.5  # media seconds of silence after "connecting you" that confirm a waiting person
 CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
 META_EVERY_S = 10.0  # wall seconds between job.meta refreshes while holding
 MAX_BATCH_FACTOR = 20  # a backlog is fed up to 20 batches (2 s of media) at once
@@ -729,7 +728,6 @@ class CallSession:
         self._event("hold.started", {"media_t": round(self.media_t, 2)})
         deadline = time.monotonic() + self.max_hold_s
         likely_at: float | None = None  # media time of the last likely_human still being confirmed
-        quiet_since: float | None = None  # media time the far end went quiet after it
         while True:
             msg = self._next(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
@@ -740,16 +738,13 @@ class CallSession:
                     self._event("human.likely", {"t": round(msg.t_media, 2)})
                     self._play_connecting()
                     likely_at = msg.t_media
-                    quiet_since = msg.t_media if self.last_state == "silence" else None
                 elif kind == "human":
                     self.human_t = msg.t_media
                     return
                 elif kind in DETECTOR_FINAL:
                     raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
                 elif kind == "state" and likely_at is not None:
-                    if msg.data.state == "silence":
-                        quiet_since = quiet_since if quiet_since is not None else msg.t_media
-                    elif msg.data.state in ("music", "ringback"):
+                    if msg.data.state in ("music", "ringback"):
                         log.info(
                             "call %s: likely human at %.1fs was a false alarm (%s)",
                             self.call_id,
@@ -757,23 +752,18 @@ class CallSession:
                             msg.data.state,
                         )
                         self._event("human.unconfirmed", {"t": round(likely_at, 2), "then": msg.data.state})
-                        likely_at = quiet_since = None
+                        likely_at = None
                         self.prompt_played = False
-                    else:
-                        quiet_since = None
                 continue
             if msg.kind == "tick" and time.monotonic() - self.meta_saved_at >= META_EVERY_S:
                 self._save_meta()  # the dashboard's hold counter keeps moving
             if msg.kind == "tick" and likely_at is not None:
-                if quiet_since is not None and self.media_t - quiet_since >= AGENT_WAITING_S:
-                    # Told "one moment, connecting you", a person waits in silence; a recording
-                    # (music, announcements) does not stop for us.
-                    log.info("call %s: the agent went quiet after our prompt: a person", self.call_id)
-                    self.human_t = likely_at
-                    return
-                if self.media_t - likely_at >= CONFIRM_MAX_S:
+                # Only the detector confirms a person: silence after our prompt is no proof (a hold
+                # track's quiet stretch after an announcement looks the same).  The tick's own media
+                # time is in step with the detector events before it; the pump's runs ahead.
+                if msg.t_media - likely_at >= CONFIRM_MAX_S:
                     self._event("human.unconfirmed", {"t": round(likely_at, 2), "then": "timeout"})
-                    likely_at = quiet_since = None
+                    likely_at = None
                 continue
             self._common(msg)
 
@@ -1016,14 +1006,17 @@ class CallSession:
 
     def _wait_prompt_end(self, max_media_s: float) -> None:
         """Wait until the far end spoke and then stayed quiet PROMPT_END_SILENCE_S (media time)."""
-        start = self.media_t
+        start = now = max(self.media_t, self.seen_t)
         heard_speech = False
         quiet_since: float | None = None
-        while self.media_t - start < max_media_s:
+        while now - start < max_media_s:
             msg = self._next(timeout=MEDIA_STALL_S)
             if msg is None:
                 return  # no audio flowing: do not wait forever
             self._navigation_msg(msg)
+            if msg.kind in ("det", "tick"):
+                # media time of the messages handled, in step with the detector's states (the pump runs ahead)
+                now = self.seen_t = max(self.seen_t, msg.t_media)
             if msg.kind == "det" and msg.data.kind == "state":
                 if msg.data.state == "silence":
                     if heard_speech and quiet_since is None:
@@ -1031,7 +1024,7 @@ class CallSession:
                 else:
                     heard_speech = True
                     quiet_since = None
-            if quiet_since is not None and self.media_t - quiet_since >= PROMPT_END_SILENCE_S:
+            if quiet_since is not None and now - quiet_since >= PROMPT_END_SILENCE_S:
                 return
 
     def _navigation_msg(self, msg: Msg) -> None:
