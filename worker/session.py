@@ -410,11 +410,10 @@ class CallSession:
             if msg.kind == "ctl":
                 self._common(msg)
 
-    def _reset_for_redial(self) -> None:
-        """Forget the company leg (and desk leg) of the last attempt; keep control messages."""
+    def _release_streams(self) -> None:
+        """Stop routing this call's ESL events and fork audio to it (best effort)."""
         for uuid in (self.company_uuid, self.desk_uuid):
-            if uuid:
-                self._kill(uuid)
+            if uuid and self.client is not None:
                 try:
                     self.client.release(uuid)
                 except Exception:  # noqa: BLE001 - best effort
@@ -423,6 +422,13 @@ class CallSession:
             self.rt.fork_server.release(self.call_id)
         except Exception:  # noqa: BLE001 - best effort
             log.debug("call %s: fork release failed", self.call_id)
+
+    def _reset_for_redial(self) -> None:
+        """Forget the company leg (and desk leg) of the last attempt; keep control messages."""
+        for uuid in (self.company_uuid, self.desk_uuid):
+            if uuid:
+                self._kill(uuid)
+        self._release_streams()
         kept = [m for m in self.pushed if m.kind == "ctl"]
         while not self.inbox.empty():
             msg = self.inbox.get_nowait()
@@ -1237,16 +1243,7 @@ class CallSession:
                     self._kill(uuid)
         except BaseException:  # noqa: BLE001 - keep cleaning up: a leg must never stay up
             log.exception("call %s: error while hanging up legs", self.call_id)
-        for uuid in (self.company_uuid, self.desk_uuid):
-            if uuid and self.client is not None:
-                try:
-                    self.client.release(uuid)
-                except Exception:  # noqa: BLE001 - best effort
-                    log.debug("call %s: release %s failed", self.call_id, uuid)
-        try:
-            self.rt.fork_server.release(self.call_id)
-        except Exception:  # noqa: BLE001 - best effort
-            log.debug("call %s: fork release failed", self.call_id)
+        self._release_streams()
         gevent.killall(self.greenlets, block=False)
         self.rt.active.pop(self.call_id, None)
         if final is None:
