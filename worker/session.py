@@ -29,8 +29,9 @@ import gevent.queue
 import redis
 
 from worker import db
-from worker.config import VAR_CALL_ID, VAR_ROLE, VAR_WORKER, Settings
+from worker.config import TRUNK_GATEWAY, VAR_CALL_ID, VAR_ROLE, VAR_WORKER, Settings
 from worker.errors import CallInterrupted, EslDisconnected, EslError, EslTimeout
+from worker.esl_protocol import originate_cmd, safe_var_value
 from worker.prompts import Prompts
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,6 @@ def originate_status(cause: str) -> str:
     return ORIGINATE_CAUSES.get(cause.strip().upper(), "failed")
 
 
-def fs_escape(value: str) -> str:
-    """A channel-variable value inside `{...}` of an originate: no spaces, commas or quotes (pure)."""
-    out = str(value).replace("\\", "").replace("'", "").replace('"', "")
-    return out.replace(",", r"\,").replace(" ", r"\s")
-
-
 RETRY_STATUSES = ("busy", "no_answer")
 
 
@@ -115,11 +110,6 @@ def recording_path(recordings_dir: str, call_id: str, when: Any) -> str:
         raise ValueError(f"bad call id for a recording: {call_id!r}")
     base = os.path.abspath(recordings_dir or "recordings")
     return os.path.join(base, f"{when:%Y}", f"{when:%m}", f"{when:%d}", f"{call_id}.wav")
-
-
-def dial_vars(variables: dict[str, Any]) -> str:
-    """`{a=1,b=2}` for originate (pure)."""
-    return "{" + ",".join(f"{k}={fs_escape(str(v))}" for k, v in variables.items()) + "}"
 
 
 def bgapi_result(body: str) -> tuple[bool, str]:
@@ -333,7 +323,7 @@ class CallSession:
         }
         if self.s.caller_id_number:
             variables["origination_caller_id_number"] = self.s.caller_id_number
-        cmd = f"originate {dial_vars(variables)}sofia/gateway/trunk/{digits} &park()"
+        cmd = originate_cmd(f"sofia/gateway/{TRUNK_GATEWAY}/{digits}", variables)
         self.legs_up[self.company_uuid] = True
         job = gevent.spawn(self._bgapi, cmd, self.s.ring_timeout_s + ORIGINATE_SLACK_S, "company")
         self.greenlets.append(job)
@@ -837,10 +827,10 @@ class CallSession:
             VAR_WORKER: self.rt.worker_id,
             "ignore_early_media": "true",
             "originate_timeout": self.s.desk_ring_timeout_s,
-            "origination_caller_id_name": self.company_name,
+            "origination_caller_id_name": safe_var_value(self.company_name),
             "origination_caller_id_number": digits,
         }
-        cmd = f"originate {dial_vars(variables)}user/{ext}@{self.s.sip_domain} &park()"
+        cmd = originate_cmd(f"user/{ext}@{self.s.sip_domain}", variables)
         self.legs_up[self.desk_uuid] = True
         self.greenlets.append(
             gevent.spawn(self._bgapi, cmd, self.s.desk_ring_timeout_s + ORIGINATE_SLACK_S, "desk")

@@ -6,12 +6,11 @@ import gevent
 import gevent.queue
 import pytest
 
+from worker.esl_protocol import originate_cmd, safe_var_value
 from worker.job import ControlHub
 from worker.session import (
     Msg,
     bgapi_result,
-    dial_vars,
-    fs_escape,
     originate_status,
     parse_control,
 )
@@ -35,13 +34,14 @@ def test_bgapi_result_reads_background_job_bodies():
     assert bgapi_result("") == (False, "UNKNOWN")
 
 
-def test_dial_vars_escape_what_the_originate_parser_splits_on():
-    assert fs_escape("Acme Bank, Inc.") == r"Acme\sBank\,\sInc."
-    assert fs_escape("it's \"x\"") == r"its\sx"
-    variables = {"origination_uuid": "u1", "origination_caller_id_name": "Big Co", "originate_timeout": 60}
-    out = dial_vars(variables)
-    assert out == r"{origination_uuid=u1,origination_caller_id_name=Big\sCo,originate_timeout=60}"
-    assert " " not in out
+def test_caller_name_is_made_safe_then_escaped_for_the_originate_parser():
+    """The company name shown on the desk phone goes through the ESL builders the session uses."""
+    name = safe_var_value('Acme "Bank", Inc.')
+    cmd = originate_cmd("user/1000@127.0.0.1", {"origination_uuid": "u1", "origination_caller_id_name": name})
+    assert cmd == (
+        r"originate {origination_uuid=u1,origination_caller_id_name=Acme\sBank\,\sInc.}"
+        "user/1000@127.0.0.1 &park()"
+    )
 
 
 def test_parse_control():
