@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
+
+import pytest
 
 from sim.demo import Stack
 
@@ -23,8 +26,23 @@ PHONES = "1000:answer:2,1001:noanswer,1002:unregistered,1003:answer:1:dtmf=1,100
 DEVICES = ("1000", "1001", "1002", "1003", "1004")
 
 
+CLEAR_S = 10.0     # seconds the switch may take to tear legs down after the call is final
+
+
 def channels(stack: Stack) -> dict:
     return json.loads(stack.esl_api("show channels as json"))
+
+
+def assert_no_channels(stack: Stack, within_s: float = CLEAR_S) -> None:
+    """Every leg is down on the switch (`show channels` empty) within `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        rows = channels(stack)
+        if rows == {"row_count": 0}:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"legs left up on the switch: {json.dumps(rows)[:500]}")
+        time.sleep(0.2)    # polling the switch's state until a deadline
 
 
 def with_db(url: str, number: int) -> str:

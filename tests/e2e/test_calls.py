@@ -5,34 +5,29 @@ Each test ends with the switch holding no channel at all: no leg is ever left up
 
 from __future__ import annotations
 
-import json
 import signal
-import time
 
 import pytest
-from e2e_env import BANK, BUSY, IMPATIENT, LONG_HOLD, NO_ANSWER, PATIENT, UNKNOWN, channels
+from e2e_env import (
+    BANK,
+    BUSY,
+    IMPATIENT,
+    LONG_HOLD,
+    NO_ANSWER,
+    PATIENT,
+    UNKNOWN,
+    assert_no_channels,
+    channels,
+)
 
 from sim.demo import Stack
 from worker import db
 
 pytestmark = pytest.mark.e2e
 
-CLEAR_S = 10.0     # seconds the switch may take to tear legs down after the call is final
-
 
 def _place(stack: Stack, number: str, **extra) -> str:
     return stack.place_call({"number": number, "intent": "talk to a person about my bill", **extra})
-
-
-def _assert_no_channels(stack: Stack) -> None:
-    deadline = time.monotonic() + CLEAR_S
-    while True:
-        rows = channels(stack)
-        if rows == {"row_count": 0}:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"legs left up on the switch: {json.dumps(rows)[:500]}")
-        time.sleep(0.2)    # polling the switch's state until a deadline
 
 
 def _row(stack: Stack, call_id: str) -> db.Call:
@@ -70,7 +65,7 @@ def test_hold_then_agent_is_bridged_to_the_desk_phone(stack: Stack):
     stack.esl_api(f"uuid_kill {row.company_uuid}")
     final = stack.wait_final(call_id, timeout=30)
     assert final["status"] == "transferred" and final["ended_at"]
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 @pytest.mark.parametrize(("number", "expected"), [(BUSY, "busy"), (NO_ANSWER, "no_answer"), (UNKNOWN, "sit")])
@@ -80,7 +75,7 @@ def test_company_never_answers(stack: Stack, number: str, expected: str):
     assert final["status"] == expected, final
     assert final["bridged_at"] is None and final["ended_at"]
     assert "call.ended" in _types(stack, call_id)
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 def test_desk_phone_not_registered(stack: Stack):
@@ -88,7 +83,7 @@ def test_desk_phone_not_registered(stack: Stack):
     final = stack.wait_final(call_id, timeout=60)
     assert final["status"] == "device_unavailable", final
     assert final["human_detected_at"] and final["bridged_at"] is None
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 def test_agent_hangs_up_before_the_user_answers(stack: Stack):
@@ -96,7 +91,7 @@ def test_agent_hangs_up_before_the_user_answers(stack: Stack):
     final = stack.wait_final(call_id, timeout=60)
     assert final["status"] == "agent_hung_up", final
     assert "device.ringing" in _types(stack, call_id)
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 @pytest.mark.parametrize(("desk", "expected"), [("1003", "transferred"), ("1004", "user_no_answer")])
@@ -108,7 +103,7 @@ def test_screening_bridges_only_when_the_user_presses_1(stack: Stack, desk: str,
     if expected == "transferred":
         stack.esl_api(f"uuid_kill {_row(stack, call_id).company_uuid}")
         stack.wait_final(call_id, timeout=30)
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 def test_cancel_during_hold(stack: Stack):
@@ -118,7 +113,7 @@ def test_cancel_during_hold(stack: Stack):
     assert status == 202, body
     final = stack.wait_final(call_id, timeout=30)
     assert final["status"] == "canceled", final
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 def test_sigterm_warm_shutdown_ends_calls_after_grace(stack: Stack):
@@ -131,7 +126,7 @@ def test_sigterm_warm_shutdown_ends_calls_after_grace(stack: Stack):
     assert stack.procs[name].popen.wait(30) == 0          # grace (5 s) over: calls interrupted, clean exit
     final = stack.wait_final(call_id, timeout=10)
     assert (final["status"], final["status_reason"]) == ("failed", "worker_shutdown"), final
-    _assert_no_channels(stack)
+    assert_no_channels(stack)
 
 
 def test_worker_killed_mid_hold_is_reaped_by_another_worker(stack: Stack):
@@ -144,4 +139,4 @@ def test_worker_killed_mid_hold_is_reaped_by_another_worker(stack: Stack):
     stack.kill(victim, signal.SIGKILL)
     final = stack.wait_final(call_id, timeout=30)
     assert (final["status"], final["status_reason"]) == ("failed", "worker_lost"), final
-    _assert_no_channels(stack)
+    assert_no_channels(stack)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_env import channels
+from e2e_env import assert_no_channels
 
 from sim.demo import Stack
 from worker import db, tts
@@ -59,12 +59,7 @@ def _row(stack: Stack, call_id: str) -> db.Call:
 def _hang_up(stack: Stack, call_id: str) -> dict:
     stack.esl_api(f"uuid_kill {_row(stack, call_id).company_uuid}")
     final = stack.wait_final(call_id, timeout=30)
-    import time
-
-    deadline = time.monotonic() + 10
-    while channels(stack) != {"row_count": 0}:
-        assert time.monotonic() < deadline, channels(stack)
-        time.sleep(0.2)    # polling the switch's state until a deadline
+    assert_no_channels(stack)
     return final
 
 
@@ -146,14 +141,4 @@ def test_agent_hangs_up_first_then_we_call_back_in(stack: Stack):
     assert types.count("call.redial") == 1, types
     assert types.count("call.answered") == 2 and types.count("hold.started") == 2, types
     assert types.index("call.redial") < len(types) - 1 - types[::-1].index("call.answered")
-    assert channels(stack) == {"row_count": 0} or _no_channels_soon(stack)
-
-
-def _no_channels_soon(stack: Stack) -> bool:
-    import time
-
-    deadline = time.monotonic() + 10
-    while channels(stack) != {"row_count": 0}:
-        assert time.monotonic() < deadline, channels(stack)
-        time.sleep(0.2)    # polling the switch's state until a deadline
-    return True
+    assert_no_channels(stack)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from e2e_env import DEVICES, E2E_DB, HERE, PHONES, channels, with_db
+from e2e_env import DEVICES, E2E_DB, HERE, PHONES, assert_no_channels, channels, with_db
 
 from sim.demo import COMPANIES_DIR, Stack
 from worker import db
@@ -104,16 +104,7 @@ def _hang_up_and_check(stack: Stack, call_id: str) -> None:
         row = db.Call.get_by_id(call_id)
     stack.esl_api(f"uuid_kill {row.company_uuid}")
     assert stack.wait_final(call_id, timeout=30)["status"] == "transferred"
-    _wait_no_channels(stack)
-
-
-def _wait_no_channels(stack: Stack) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while channels(stack) != {"row_count": 0}:
-        assert time.monotonic() < deadline, channels(stack)
-        time.sleep(0.2)    # polling the switch's state until a deadline
+    assert_no_channels(stack)
 
 
 def test_flowless_menu_with_embedded_recogniser_and_keywords(nav_stack: Stack):
@@ -157,7 +148,7 @@ def test_menu_loop_tries_zero_then_gives_up(nav_stack: Stack):
     assert digits[:2] == ["2", "2"] and digits[2] == "0", digits
     assert len(_events(nav_stack, call_id, "ivr.prompt")) == 4
     assert not final["hold_started_at"]
-    _wait_no_channels(nav_stack)
+    assert_no_channels(nav_stack)
 
 
 def test_callback_offer_declined_by_default(nav_stack: Stack):
@@ -176,4 +167,4 @@ def test_callback_offer_accepted(nav_stack: Stack):
     assert (final["status"], final["status_reason"]) == ("canceled", "callback_accepted"), final
     assert [e["digits"] for e in _events(nav_stack, call_id, "ivr.dtmf")] == ["1"]
     assert not final["hold_started_at"]
-    _wait_no_channels(nav_stack)
+    assert_no_channels(nav_stack)
