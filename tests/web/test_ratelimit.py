@@ -24,10 +24,15 @@ def test_concurrent_hits_never_exceed_limit(redis_conn) -> None:
 
 
 def test_window_slides(redis_conn) -> None:
-    # A 1 ms window: wait on Redis' own clock (not a sleep) until it has moved past it.
+    # A 1 ms window: wait on Redis' own clock (not a sleep) until its millisecond has moved on
+    # (the limiter counts in whole milliseconds, so a new microsecond is not enough).
+    def redis_ms() -> int:
+        sec, usec = redis_conn.time()
+        return sec * 1000 + usec // 1000
+
     assert ratelimit.allow(redis_conn, "slide", 1, 0.001)
-    start = redis_conn.time()
-    while redis_conn.time() == start:
+    start = redis_ms()
+    while redis_ms() <= start:
         pass
     assert ratelimit.allow(redis_conn, "slide", 1, 0.001)
 
