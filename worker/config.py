@@ -92,8 +92,11 @@ class Settings:
     llm_api_key: str = ""
     stt_base_url: str = ""
     stt_api_key: str = ""
+    stt_model: str = "whisper-1"         # model name sent to STT_BASE_URL
     tts_base_url: str = ""
     tts_api_key: str = ""
+    tts_model: str = "tts-1"             # model and voice sent to TTS_BASE_URL
+    tts_voice: str = "alloy"
 
     recordings_dir: str = "recordings"
     extra: dict[str, str] = field(default_factory=dict)
@@ -136,7 +139,10 @@ class Settings:
             llm_api_key=_env("LLM_API_KEY"),
             stt_base_url=_env("STT_BASE_URL"),
             stt_api_key=_env("STT_API_KEY"),
+            stt_model=_env("STT_MODEL", d.stt_model),
             tts_base_url=_env("TTS_BASE_URL"),
             tts_api_key=_env("TTS_API_KEY"),
+            tts_model=_env("TTS_MODEL", d.tts_model),
+            tts_voice=_env("TTS_VOICE", d.tts_voice),
             recordings_dir=_env("RECORDINGS_DIR", d.recordings_dir),
         )

@@ -40,7 +40,7 @@ SPHINX_RATE = 16000  # the shipped en-us acoustic model's rate, Hz
 SPHINX_FRAME_RATE = 100  # pocketsphinx frames per second
 SPHINX_CHUNK_S = 0.25  # audio decoded between two cooperative yields, seconds
 SEGMENT_GAP_S = 0.35  # a pause at least this long splits two segments, seconds
-STT_MODEL = "whisper-1"  # OpenAI-compatible default (STT_MODEL in the environment)
+STT_MODEL = "whisper-1"  # OpenAI-compatible default (Settings.stt_model, from STT_MODEL)
 STT_TIMEOUT_S = 30.0
 MAX_UTTERANCE_S = 60.0  # StreamingTranscriber keeps at most this much audio, seconds
 SPHINX_MODELS = ("menu", "dictation")  # menu: our IVR bigram LM; dictation: the shipped en-us LM
@@ -440,10 +440,6 @@ class StreamingTranscriber:
 def make_transcriber(settings: Any, call_id: str = "") -> Transcriber:
     """OpenAITranscriber when STT_BASE_URL is set, else the embedded SphinxTranscriber."""
     if getattr(settings, "stt_base_url", ""):
-        model = (
-            (getattr(settings, "extra", {}) or {}).get("stt_model")
-            or os.environ.get("STT_MODEL")
-            or STT_MODEL
-        )
+        model = getattr(settings, "stt_model", "") or STT_MODEL
         return OpenAITranscriber(settings.stt_base_url, settings.stt_api_key, model=model, call_id=call_id)
     return SphinxTranscriber()

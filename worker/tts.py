@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 ESPEAK_VOICE = "en-us"
 ESPEAK_SPEED_WPM = 130  # words per minute; IVR speech recognisers like a calm pace
 ESPEAK_WORD_GAP = 6  # extra pause between words, units of 10 ms
-TTS_MODEL = "tts-1"  # OpenAI-compatible defaults (TTS_MODEL / TTS_VOICE in the environment)
+TTS_MODEL = "tts-1"  # OpenAI-compatible defaults (Settings.tts_model / tts_voice, from TTS_MODEL / TTS_VOICE)
 TTS_VOICE = "alloy"
 TTS_TIMEOUT_S = 20.0
 OPENAI_PCM_RATE = 24000  # response_format "pcm": raw 16-bit LE mono at 24 kHz
@@ -168,8 +168,8 @@ def synthesize(
     remote = bool(settings is not None and getattr(settings, "tts_base_url", ""))
     if remote:
         engine = "openai"
-        voice = voice or os.environ.get("TTS_VOICE") or TTS_VOICE
-        model = model or os.environ.get("TTS_MODEL") or TTS_MODEL
+        voice = voice or getattr(settings, "tts_voice", "") or TTS_VOICE
+        model = model or getattr(settings, "tts_model", "") or TTS_MODEL
     else:
         engine, voice, model = "espeak-ng", voice or ESPEAK_VOICE, ""
     key = hashlib.sha256(f"{engine}\0{model}\0{voice}\0{rate}\0{text}".encode()).hexdigest()[:32]

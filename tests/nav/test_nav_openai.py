@@ -194,6 +194,23 @@ def test_make_transcriber_picks_by_settings(fake: FakeOpenAI) -> None:
     assert isinstance(make_transcriber(Settings()), SphinxTranscriber)
 
 
+def test_model_and_voice_names_come_from_the_environment(fake: FakeOpenAI, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STT_BASE_URL", fake.base_url)
+    monkeypatch.setenv("STT_MODEL", "Systran/faster-whisper-small")
+    monkeypatch.setenv("TTS_BASE_URL", fake.base_url)
+    monkeypatch.setenv("TTS_MODEL", "kokoro")
+    monkeypatch.setenv("TTS_VOICE", "af_heart")
+    monkeypatch.setenv("RECORDINGS_DIR", str(tmp_path))
+    settings = Settings.from_env()
+    fake.script(TRANSCRIBE, (200, {"text": "hello"}))
+    make_transcriber(settings).transcribe(tone(0.5, 8000), 8000)
+    assert fake.requests[-1]["form"]["model"] == "Systran/faster-whisper-small"
+    fake.script(SPEECH, (200, wav_bytes(tone(0.5, 24000), 24000)))
+    synthesize("hello", rate=8000, settings=settings)
+    body = fake.requests[-1]["json"]
+    assert (body["model"], body["voice"]) == ("kokoro", "af_heart")
+
+
 # --- text to speech --------------------------------------------------------------------------------
 
 SPEECH = "/v1/audio/speech"
