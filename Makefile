@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 # Debian packages: real audio for tests and the demo, TTS, and the browser tests.
-SYSTEM_PACKAGES := sox espeak-ng asterisk-core-sounds-en-wav asterisk-moh-opsound-wav chromium
+SYSTEM_PACKAGES := sox espeak-ng asterisk-core-sounds-en asterisk-core-sounds-en-wav asterisk-moh-opsound-wav chromium
 # Only the detector evaluation needs these (actors' dialogue standing in for agents).
 EVAL_PACKAGES := fillets-ng-data fillets-ng-data-nl
 
