@@ -88,7 +88,8 @@ class HumanParams:
     second_try_wait_s: float = 0.8
     music_seen_s: float = 1.0        # music this long anywhere before: not a direct answer
     max_span_s: float = 4.3          # first to last sound of the talk, at most (a greeting, not a menu)
-    min_utterance_s: float = 0.4     # active speech in the utterance, at least
+    min_utterance_s: float = 0.5     # active speech in the utterance, at least (a shorter piece split off
+                                     # the music is its last note, not a greeting)
     max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
     dip_db: float = 15.0             # a frame this far under the recent loudest is a dip (syllable gap)
     peak_decay_db_s: float = 10.0    # the recent loudest decays this fast, dB/s (fade-outs are slower)
@@ -111,7 +112,10 @@ class HumanParams:
     fragment_s: float = 0.5         # an utterance with less sound than this opening a talk is a blip
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
-    wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
+    wait_unknown_s: float = 30.0     # on hold with no recorded voice to compare with, a talk that began
+                                     # right after the music (no hand-over gap) decides only on a reply
+                                     # or after this much quiet (a music track can open with ~9 s
+                                     # too quiet to count as sound, right after an announcement)
     handover_gap_s: float = 0.7      # on hold, the line was quiet this long before the talk (the hold
                                      # stream stopped: a hand-over; a queue slots announcements into
                                      # the stream with shorter gaps) ...
@@ -123,6 +127,8 @@ class HumanParams:
     tail_music_s: float = 1.0        # on hold, a talk whose last tail_music_s of sound the classifier
     tail_music_share: float = 0.7    # called music more than this share ran back into the hold stream:
                                      # a recording (speech over or into music), not a person waiting
+    music_like_share: float = 0.3    # a stretch the classifier called music for less than this share of
+                                     # its sound is never music-like (an IVR menu read on: one talk)
     record_music_share: float = 0.8  # recordings remembered only if at most this share was called music
     voice_music_share: float = 0.5   # ... judged only for an utterance the classifier mostly called speech
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
@@ -445,6 +451,8 @@ class HumanDecider:
     def _music_like(self, u: _Utterance) -> bool:
         """Music, not speech: a low score; over a long stretch the score must be clearly high
         (long speech - menus, greetings - scores far above the few speech-like passages of music)."""
+        if u.music < self.p.music_like_share * u.sound:
+            return False
         score = u.speech_score(self.p)
         if u.sound >= self._long:
             return score < self.p.long_speech_score
