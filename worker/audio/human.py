@@ -124,6 +124,9 @@ class HumanParams:
                                      # followed by its music within ~1 s)
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     voice_change_db: float = 3.0     # ... from the long recording just before: another talker
+    voice_change_min_s: float = 1.0  # on hold, a talk may change hands after this much sound too (the
+                                     # music, or an announcement, ran on with a short pause into the
+                                     # agent's first words: only another voice starts a greeting there)
     tail_music_s: float = 1.0        # on hold, a talk whose last tail_music_s of sound the classifier
     tail_music_share: float = 0.7    # called music more than this share ran back into the hold stream:
                                      # a recording (speech over or into music), not a person waiting
@@ -230,6 +233,7 @@ class HumanDecider:
         self._fragment = round(self.p.fragment_s / FRAME_S)
         self._tail_gap = round(self.p.music_tail_gap_s / FRAME_S)
         self._long = round(self.p.long_s / FRAME_S)
+        self._change_min = round(self.p.voice_change_min_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
         self._handover_gap = round(self.p.handover_gap_s / FRAME_S)
         self._handover_wait = round(self.p.handover_wait_s / FRAME_S)
@@ -326,7 +330,8 @@ class HumanDecider:
                                                   or self._music_like(prev)))):
                     self.talk_start, self.talk_sound = i, 0
                     self.talk_pre = gap
-                elif prev is not None and prev.sound >= self._long and not prev.tone:
+                elif (prev is not None and not prev.tone
+                      and (prev.sound >= self._long or (self.on_hold and prev.sound >= self._change_min))):
                     # after a long stretch (a recording, speech-like music) a short pause may hide a
                     # change of talker: a new talk, that counts only in another voice (see _qualifies)
                     utt.voice_before = self._profile(prev)
