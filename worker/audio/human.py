@@ -104,6 +104,8 @@ class HumanParams:
     long_speech_score: float = 3.0   # (long speech scores >= 4.7, the most speech-like music ~4)
     greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
                                      # its few frames make the score noisy, and the wait is evidence too)
+    weak_greeting_score: float = -3.0  # on hold, a score between this and greeting_score is a weak greeting:
+                                     # it decides only when the line speaks again (confirm_gap_s)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     greeting_window_s: float = 15.0  # ... counted over this stretch before the beep
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
@@ -393,20 +395,21 @@ class HumanDecider:
             # (not on a direct answer: "hi, this is ..." opens voicemail greetings as often as calls)
             base -= round(p.hint_bonus_s / FRAME_S)
         wait = base
-        if self.silence == self._likely and not utt.likely_sent:
+        weak = self._weak(utt)
+        if self.silence == self._likely and not utt.likely_sent and not weak:
             utt.likely_sent = True
             # on hold, only a voice unlike the recordings heard is likely a person this early
             if self.likely_at is None and (not self.on_hold or utt.hint > 0 or self._new_voice(utt)):
                 self.likely_at = self._t(i)
                 return Decision(self._t(i), "likely_human", p.confidence_likely)
-        if (utt.pending and self.silence == self._handover_wait and not self.recorded
+        if (utt.pending and self.silence == self._handover_wait and not self.recorded and not weak
                 and self.talk_pre >= self._handover_gap):
             # the hold stream went quiet before this voice and stays quiet after it: a hand-over
             self.outcome = "human"
             return Decision(self._t(i), "human", p.confidence_human, "hold stream stopped")
         if self.silence >= wait and (not utt.pending or self.silence == self._wait_unknown):
-            if (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
-                    and (self.recorded or self.silence < self._wait_unknown)):
+            if weak or (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
+                        and (self.recorded or self.silence < self._wait_unknown)):
                 # on hold a recording may be followed by a silent stretch of music: wait for a reply
                 utt.pending = True
                 return None
@@ -498,7 +501,13 @@ class HumanDecider:
             return False
         if u.hint > 0:
             return secs >= p.min_utterance_s
-        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > p.greeting_score
+        floor = p.weak_greeting_score if self.on_hold else p.greeting_score
+        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > floor
+
+    def _weak(self, u: _Utterance) -> bool:
+        """On hold, a greeting whose speech score is low (a short greeting's few frames make the score
+        noisy, and the end of a piece of music scores as low): only a reply confirms it."""
+        return self.on_hold and u.hint <= 0 and u.speech_score(self.p) <= self.p.greeting_score
 
     def _finish_utterance(self) -> None:
         u = self.utt
