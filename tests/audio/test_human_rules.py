@@ -142,8 +142,10 @@ def test_after_hold_music_the_usual_wait_decides():
 
 
 def test_a_direct_answer_that_tries_again_after_a_pause_is_a_person():
-    # "hello?" ... 1.6 s ... "hello, anyone there?" then quiet: decided 0.8 s after the second try
+    # "hello?" ... 1.6 s ... "hello, anyone there?" then quiet: decided 1.0 s after the second try
     t = run_frames(HumanDecider(), [("talk", 60), ("quiet", 80), ("talk", 60), ("quiet", 60)])
-    assert t is not None and abs(t - (60 + 80 + 60 + 40) * 0.02) < 0.03
+    assert t is not None and abs(t - (60 + 80 + 60 + 50) * 0.02) < 0.03
+    # a greeting's last line after a long pause, 0.9 s of quiet, then its beep: not decided before it
+    assert run_frames(HumanDecider(), [("talk", 60), ("quiet", 80), ("talk", 60), ("quiet", 45)]) is None
     # a greeting that runs on after its pause (a monologue) is not
     assert run_frames(HumanDecider(), [("talk", 60), ("quiet", 80), ("talk", 300), ("quiet", 60)]) is None

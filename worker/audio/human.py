@@ -85,7 +85,8 @@ class HumanParams:
                                      # person waits for an answer longer than a greeting pauses between
                                      # sentences; a second short utterance after a pause of at least
                                      # wait_s (a person trying again) needs only second_try_wait_s
-    second_try_wait_s: float = 0.8
+    second_try_wait_s: float = 1.0   # (longer than the quiet between a greeting's last line and its beep,
+                                     # which a second line after a long pause inside a greeting has)
     music_seen_s: float = 1.0        # music this long anywhere before: not a direct answer
     max_span_s: float = 4.3          # first to last sound of the talk, at most (a greeting, not a menu)
     min_utterance_s: float = 0.5     # active speech in the utterance, at least (a shorter piece split off
