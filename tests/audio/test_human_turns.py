@@ -179,3 +179,21 @@ def test_a_weak_greeting_decides_only_on_a_reply():
     d.recorded.append(np.full(BANDS, 10.0, dtype=np.float32))
     line = Line(d).hold_music().run("quiet", 50).run("talk", 80).run("quiet", 100)
     assert line.human_at is not None
+
+
+# -- a reply confirms only if it is as dense as speech ---------------------------------------------
+
+def test_a_sparse_reply_does_not_confirm_a_waiting_greeting():
+    def pending_line() -> Line:
+        d = HumanDecider()
+        d.recorded.append(VOICE_A.copy())       # the greeting sounds like a recording heard: it waits
+        line = Line(d).hold_music().run("quiet", 15).run("talk", 80).run("quiet", 100)
+        assert line.d.utt is not None and line.d.utt.pending and line.human_at is None
+        return line
+
+    line = pending_line()
+    for _ in range(6):                          # plucked notes: a short attack, then quiet while it rings
+        line.run("talk", 2).run("quiet", 5)
+    assert line.human_at is None
+    line = pending_line().run("talk", 15)       # a person speaking again
+    assert line.human_at is not None

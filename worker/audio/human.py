@@ -139,7 +139,8 @@ class HumanParams:
     voice_music_share: float = 0.5   # ... judged only for an utterance the classifier mostly called speech
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.2           # ... once this much of it sounds like speech
-    confirm_score: float = 2.5       # ... and its speech score is above this
+    confirm_score: float = 2.5       # ... and its speech score is above this (and it is as dense as a
+                                     # greeting, min_density: a plucked note and its ringing is not)
     max_music_share: float = 0.9     # an utterance whose frames the classifier called music (1 s
                                      # statistics) nearly throughout is not a greeting
     min_density: float = 0.5         # sound frames / span of a greeting, at least (speech is dense; a
@@ -365,7 +366,8 @@ class HumanDecider:
             self.talk_end = i
             self.silence = 0
             if (utt.confirming and utt.sound >= self._confirm and not utt.tone and not utt.repeat
-                    and utt.speech_score(p) > p.confirm_score):
+                    and utt.speech_score(p) > p.confirm_score
+                    and utt.sound >= p.min_density * (i - utt.start + 1)):
                 self.outcome = "human"
                 return Decision(self._t(i), "human", p.confidence_human, "turn-taking confirmed")
             if utt.confirming and utt.sound == self._confirm_early and self.likely_at is None:
