@@ -80,11 +80,13 @@ class HumanParams:
     join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
     likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
     wait_s: float = 1.3              # silence after a qualifying utterance for the decision
-    direct_wait_s: float = 2.2       # ... when no hold music came before (a direct answer): a short first
+    direct_wait_s: float = 1.7       # ... when no hold music came before (a direct answer): a short first
                                      # sentence and a pause is also how voicemail greetings begin, and a
                                      # person waits for an answer longer than a greeting pauses between
-                                     # sentences; a second short utterance after a pause of at least
-                                     # wait_s (a person trying again) needs only second_try_wait_s
+                                     # sentences (spoken greetings: at most ~1.2 s as the detector sees
+                                     # them; only a stretch with no audible speech in it pauses longer);
+                                     # a second short utterance after a pause of at least wait_s (a
+                                     # person trying again) needs only second_try_wait_s
     second_try_wait_s: float = 1.0   # (longer than the quiet between a greeting's last line and its beep,
                                      # which a second line after a long pause inside a greeting has)
     music_seen_s: float = 1.0        # music this long anywhere before: not a direct answer
