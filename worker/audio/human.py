@@ -10,21 +10,28 @@ What tells a live person from a recording:
   silent stretch of the music track, which looks exactly like a person
   waiting; there the wait decides only for a voice unlike every recording
   heard in this call (spectral-shape distance `voice_new_db`), and otherwise
-  the detector waits for the person to speak again (`confirm_gap_s`);
+  the detector waits for the person to speak again (`confirm_gap_s`; a reply
+  as dense as speech, `min_density`); so does a greeting whose speech score is
+  low (`weak_greeting_score`..`greeting_score`), and a talk that followed the
+  music directly with nothing recorded to compare it with (`wait_unknown_s`
+  is only a last resort);
 - a hand-over: on hold with no recorded voice heard yet, a talk that began well
   after the stream went quiet (`handover_gap_s`) and is followed by quiet
-  (`handover_wait_s`); after a long recording a short pause may hide a change
-  of talker, which counts only in another voice (`voice_change_db`);
+  (`handover_wait_s`); after a stretch of sound (`long_s`; on hold already
+  `voice_change_min_s`) a short pause may hide a change of talker, which
+  counts only in another voice (`voice_change_db`);
 - a direct answer (no music heard before): a short sentence and a pause is
   also how a voicemail greeting begins; a person waits for an answer longer
   than a greeting pauses between sentences, so the wait there is
   `direct_wait_s`, or a second short utterance after a pause (a person trying
   again) followed by `second_try_wait_s`;
 - music is not a person: a greeting is dense (`min_density`), not labelled
-  music throughout (`max_music_share`), and voice novelty is judged only on
-  utterances mostly labelled speech (`voice_music_share`); on hold, speech
-  that ran back into the music (`tail_music_s`, `tail_music_share`) is a
-  recording played into the hold stream;
+  music throughout (`max_music_share`), not the last note split off the music
+  (`min_utterance_s`), and voice novelty is judged only on utterances mostly
+  labelled speech (`voice_music_share`); a long stretch ends a talk as music
+  only if the classifier called enough of it music (`music_like_share`: an
+  IVR menu read on is one talk); on hold, speech that ran back into the music
+  (`tail_music_s`, `tail_music_share`) is a recording played into the stream;
 - repetition: a segment that matches one heard earlier in this call or stored
   for the company (fingerprint.py) is a recording;
 - voicemail: a beep after a greeting, then silence;
@@ -463,7 +470,8 @@ class HumanDecider:
 
     def _music_like(self, u: _Utterance) -> bool:
         """Music, not speech: a low score; over a long stretch the score must be clearly high
-        (long speech - menus, greetings - scores far above the few speech-like passages of music)."""
+        (long speech - menus, greetings - scores far above the few speech-like passages of music).
+        Never a stretch the classifier mostly called speech (`music_like_share`): a steady IVR voice."""
         if u.music < self.p.music_like_share * u.sound:
             return False
         score = u.speech_score(self.p)
