@@ -154,7 +154,7 @@ def test_on_hold_a_low_scoring_greeting_qualifies_but_is_weak():
     d.talk_start = 0
     u = weak_greeting(d)
     assert not d._qualifies(u)                  # not on hold: below greeting_score
-    d.on_hold = True
+    d.on_hold = d.music_seen = True
     assert d._qualifies(u) and d._weak(u)
     u.flux -= 0.02 * u.sound                    # score about -4.1: not a greeting at all
     assert not d._qualifies(u)
@@ -196,4 +196,31 @@ def test_a_sparse_reply_does_not_confirm_a_waiting_greeting():
         line.run("talk", 2).run("quiet", 5)
     assert line.human_at is None
     line = pending_line().run("talk", 15)       # a person speaking again
+    assert line.human_at is not None
+
+
+# -- a sparse piece split off the music needs a reply ----------------------------------------------
+
+def test_a_sparse_piece_right_after_the_music_waits_for_a_reply():
+    def after_music(piece: list[tuple[str, int]]) -> Line:
+        d = HumanDecider()
+        d.recorded.append(np.full(BANDS, 10.0, dtype=np.float32))   # an announcement heard earlier
+        line = Line(d).hold_music().run("quiet", 10)                # 0.2 s: the piece is split off it
+        for kind, n in piece:
+            line.run(kind, n)
+        u = line.d.utt
+        assert u is not None and u.after_music and line.d._qualifies(u)
+        return line
+
+    notes = [("talk", 5), ("quiet", 4)] * 12 + [("talk", 5)]      # 55 % sound: notes ringing out
+    line = after_music(notes)
+    assert line.d._weak(line.d.utt)
+    line.run("quiet", 150)
+    assert line.human_at is None
+    line = after_music(notes).run("quiet", 100).run("talk", 30)    # then a voice: a person
+    assert line.human_at is not None
+    # a dense piece (speech) right after the music decides on the wait, as before
+    line = after_music([("talk", 100)])
+    assert not line.d._weak(line.d.utt)
+    line.run("quiet", 100)
     assert line.human_at is not None

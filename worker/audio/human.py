@@ -12,7 +12,8 @@ What tells a live person from a recording:
   heard in this call (spectral-shape distance `voice_new_db`), and otherwise
   the detector waits for the person to speak again (`confirm_gap_s`; a reply
   as dense as speech, `min_density`); so does a greeting whose speech score is
-  low (`weak_greeting_score`..`greeting_score`), and a talk that followed the
+  low (`weak_greeting_score`..`greeting_score`), or a sparse piece split off
+  the music by a short pause (`after_music_density`), and a talk that followed the
   music directly with nothing recorded to compare it with (`wait_unknown_s`
   is only a last resort);
 - a hand-over: on hold with no recorded voice heard yet, a talk that began well
@@ -154,6 +155,8 @@ class HumanParams:
                                      # statistics) nearly throughout is not a greeting
     min_density: float = 0.5         # sound frames / span of a greeting, at least (speech is dense; a
                                      # few notes joined across short pauses are not)
+    after_music_density: float = 0.6   # after music, a piece split off it by a short pause and sparser
+                                       # than this is weak (notes ringing out are the music's own end)
     confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
     confidence_human: float = 0.9    # ... with human
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much (the
@@ -518,9 +521,13 @@ class HumanDecider:
         return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > floor
 
     def _weak(self, u: _Utterance) -> bool:
-        """On hold, a greeting whose speech score is low (a short greeting's few frames make the score
-        noisy, and the end of a piece of music scores as low): only a reply confirms it."""
-        return self.on_hold and u.hint <= 0 and u.speech_score(self.p) <= self.p.greeting_score
+        """After music, a greeting that only a reply confirms: on hold one whose speech score is low (a
+        short greeting's few frames make the score noisy, and the end of a piece of music scores as
+        low), or a sparse piece split off the music by a short pause (its last notes ringing out)."""
+        if u.hint > 0 or not self.music_seen:
+            return False
+        sparse = u.after_music and u.sound < self.p.after_music_density * (u.last - u.start + 1)
+        return sparse or (self.on_hold and u.speech_score(self.p) <= self.p.greeting_score)
 
     def _finish_utterance(self) -> None:
         u = self.utt
