@@ -10,21 +10,29 @@ What tells a live person from a recording:
   silent stretch of the music track, which looks exactly like a person
   waiting; there the wait decides only for a voice unlike every recording
   heard in this call (spectral-shape distance `voice_new_db`), and otherwise
-  the detector waits for the person to speak again (`confirm_gap_s`);
+  the detector waits for the person to speak again (`confirm_gap_s`; a reply
+  as dense as speech, `min_density`); so does a greeting whose speech score is
+  low (`weak_greeting_score`..`greeting_score`), or a sparse piece split off
+  the music by a short pause (`after_music_density`), and a talk that followed the
+  music directly with nothing recorded to compare it with (`wait_unknown_s`
+  is only a last resort);
 - a hand-over: on hold with no recorded voice heard yet, a talk that began well
   after the stream went quiet (`handover_gap_s`) and is followed by quiet
-  (`handover_wait_s`); after a long recording a short pause may hide a change
-  of talker, which counts only in another voice (`voice_change_db`);
+  (`handover_wait_s`); after a stretch of sound (`long_s`; on hold already
+  `voice_change_min_s`) a short pause may hide a change of talker, which
+  counts only in another voice (`voice_change_db`);
 - a direct answer (no music heard before): a short sentence and a pause is
   also how a voicemail greeting begins; a person waits for an answer longer
   than a greeting pauses between sentences, so the wait there is
   `direct_wait_s`, or a second short utterance after a pause (a person trying
   again) followed by `second_try_wait_s`;
 - music is not a person: a greeting is dense (`min_density`), not labelled
-  music throughout (`max_music_share`), and voice novelty is judged only on
-  utterances mostly labelled speech (`voice_music_share`); on hold, speech
-  that ran back into the music (`tail_music_s`, `tail_music_share`) is a
-  recording played into the hold stream;
+  music throughout (`max_music_share`), not the last note split off the music
+  (`min_utterance_s`), and voice novelty is judged only on utterances mostly
+  labelled speech (`voice_music_share`); a long stretch ends a talk as music
+  only if the classifier called enough of it music (`music_like_share`: an
+  IVR menu read on is one talk); on hold, speech that ran back into the music
+  (`tail_music_s`, `tail_music_share`) is a recording played into the stream;
 - repetition: a segment that matches one heard earlier in this call or stored
   for the company (fingerprint.py) is a recording;
 - voicemail: a beep after a greeting, then silence;
@@ -80,15 +88,19 @@ class HumanParams:
     join_gap_s: float = 0.5          # silence shorter than this does not end an utterance
     likely_wait_s: float = 0.7       # silence after a qualifying utterance for the early signal
     wait_s: float = 1.3              # silence after a qualifying utterance for the decision
-    direct_wait_s: float = 2.2       # ... when no hold music came before (a direct answer): a short first
+    direct_wait_s: float = 1.7       # ... when no hold music came before (a direct answer): a short first
                                      # sentence and a pause is also how voicemail greetings begin, and a
                                      # person waits for an answer longer than a greeting pauses between
-                                     # sentences; a second short utterance after a pause of at least
-                                     # wait_s (a person trying again) needs only second_try_wait_s
-    second_try_wait_s: float = 0.8
+                                     # sentences (spoken greetings: at most ~1.2 s as the detector sees
+                                     # them; only a stretch with no audible speech in it pauses longer);
+                                     # a second short utterance after a pause of at least wait_s (a
+                                     # person trying again) needs only second_try_wait_s
+    second_try_wait_s: float = 1.0   # (longer than the quiet between a greeting's last line and its beep,
+                                     # which a second line after a long pause inside a greeting has)
     music_seen_s: float = 1.0        # music this long anywhere before: not a direct answer
     max_span_s: float = 4.3          # first to last sound of the talk, at most (a greeting, not a menu)
-    min_utterance_s: float = 0.4     # active speech in the utterance, at least
+    min_utterance_s: float = 0.5     # active speech in the utterance, at least (a shorter piece split off
+                                     # the music is its last note, not a greeting)
     max_utterance_s: float = 4.5     # ... and at most: a person says a little, a recording runs on
     dip_db: float = 15.0             # a frame this far under the recent loudest is a dip (syllable gap)
     peak_decay_db_s: float = 10.0    # the recent loudest decays this fast, dB/s (fade-outs are slower)
@@ -103,6 +115,8 @@ class HumanParams:
     long_speech_score: float = 3.0   # (long speech scores >= 4.7, the most speech-like music ~4)
     greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
                                      # its few frames make the score noisy, and the wait is evidence too)
+    weak_greeting_score: float = -3.0  # on hold, a score between this and greeting_score is a weak greeting:
+                                     # it decides only when the line speaks again (confirm_gap_s)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     greeting_window_s: float = 15.0  # ... counted over this stretch before the beep
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
@@ -111,7 +125,10 @@ class HumanParams:
     fragment_s: float = 0.5         # an utterance with less sound than this opening a talk is a blip
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
-    wait_unknown_s: float = 9.0      # on hold with no recorded voice to compare with, wait this long
+    wait_unknown_s: float = 30.0     # on hold with no recorded voice to compare with, a talk that began
+                                     # right after the music (no hand-over gap) decides only on a reply
+                                     # or after this much quiet (a music track can open with ~9 s
+                                     # too quiet to count as sound, right after an announcement)
     handover_gap_s: float = 0.7      # on hold, the line was quiet this long before the talk (the hold
                                      # stream stopped: a hand-over; a queue slots announcements into
                                      # the stream with shorter gaps) ...
@@ -120,18 +137,26 @@ class HumanParams:
                                      # followed by its music within ~1 s)
     voice_new_db: float = 2.2        # spectral-shape distance from every recorded voice heard: a new voice
     voice_change_db: float = 3.0     # ... from the long recording just before: another talker
+    voice_change_min_s: float = 1.0  # on hold, a talk may change hands after this much sound too (the
+                                     # music, or an announcement, ran on with a short pause into the
+                                     # agent's first words: only another voice starts a greeting there)
     tail_music_s: float = 1.0        # on hold, a talk whose last tail_music_s of sound the classifier
     tail_music_share: float = 0.7    # called music more than this share ran back into the hold stream:
                                      # a recording (speech over or into music), not a person waiting
+    music_like_share: float = 0.3    # a stretch the classifier called music for less than this share of
+                                     # its sound is never music-like (an IVR menu read on: one talk)
     record_music_share: float = 0.8  # recordings remembered only if at most this share was called music
     voice_music_share: float = 0.5   # ... judged only for an utterance the classifier mostly called speech
     confirm_gap_s: tuple[float, float] = (0.7, 4.0)  # on hold: a second utterance after this pause confirms
     confirm_s: float = 0.2           # ... once this much of it sounds like speech
-    confirm_score: float = 2.5       # ... and its speech score is above this
+    confirm_score: float = 2.5       # ... and its speech score is above this (and it is as dense as a
+                                     # greeting, min_density: a plucked note and its ringing is not)
     max_music_share: float = 0.9     # an utterance whose frames the classifier called music (1 s
                                      # statistics) nearly throughout is not a greeting
     min_density: float = 0.5         # sound frames / span of a greeting, at least (speech is dense; a
                                      # few notes joined across short pauses are not)
+    after_music_density: float = 0.6   # after music, a piece split off it by a short pause and sparser
+                                       # than this is weak (notes ringing out are the music's own end)
     confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
     confidence_human: float = 0.9    # ... with human
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much (the
@@ -224,6 +249,7 @@ class HumanDecider:
         self._fragment = round(self.p.fragment_s / FRAME_S)
         self._tail_gap = round(self.p.music_tail_gap_s / FRAME_S)
         self._long = round(self.p.long_s / FRAME_S)
+        self._change_min = round(self.p.voice_change_min_s / FRAME_S)
         self._wait_unknown = round(self.p.wait_unknown_s / FRAME_S)
         self._handover_gap = round(self.p.handover_gap_s / FRAME_S)
         self._handover_wait = round(self.p.handover_wait_s / FRAME_S)
@@ -320,7 +346,8 @@ class HumanDecider:
                                                   or self._music_like(prev)))):
                     self.talk_start, self.talk_sound = i, 0
                     self.talk_pre = gap
-                elif prev is not None and prev.sound >= self._long and not prev.tone:
+                elif (prev is not None and not prev.tone
+                      and (prev.sound >= self._long or (self.on_hold and prev.sound >= self._change_min))):
                     # after a long stretch (a recording, speech-like music) a short pause may hide a
                     # change of talker: a new talk, that counts only in another voice (see _qualifies)
                     utt.voice_before = self._profile(prev)
@@ -351,7 +378,8 @@ class HumanDecider:
             self.talk_end = i
             self.silence = 0
             if (utt.confirming and utt.sound >= self._confirm and not utt.tone and not utt.repeat
-                    and utt.speech_score(p) > p.confirm_score):
+                    and utt.speech_score(p) > p.confirm_score
+                    and utt.sound >= p.min_density * (i - utt.start + 1)):
                 self.outcome = "human"
                 return Decision(self._t(i), "human", p.confidence_human, "turn-taking confirmed")
             if utt.confirming and utt.sound == self._confirm_early and self.likely_at is None:
@@ -382,20 +410,21 @@ class HumanDecider:
             # (not on a direct answer: "hi, this is ..." opens voicemail greetings as often as calls)
             base -= round(p.hint_bonus_s / FRAME_S)
         wait = base
-        if self.silence == self._likely and not utt.likely_sent:
+        weak = self._weak(utt)
+        if self.silence == self._likely and not utt.likely_sent and not weak:
             utt.likely_sent = True
             # on hold, only a voice unlike the recordings heard is likely a person this early
             if self.likely_at is None and (not self.on_hold or utt.hint > 0 or self._new_voice(utt)):
                 self.likely_at = self._t(i)
                 return Decision(self._t(i), "likely_human", p.confidence_likely)
-        if (utt.pending and self.silence == self._handover_wait and not self.recorded
+        if (utt.pending and self.silence == self._handover_wait and not self.recorded and not weak
                 and self.talk_pre >= self._handover_gap):
             # the hold stream went quiet before this voice and stays quiet after it: a hand-over
             self.outcome = "human"
             return Decision(self._t(i), "human", p.confidence_human, "hold stream stopped")
         if self.silence >= wait and (not utt.pending or self.silence == self._wait_unknown):
-            if (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
-                    and (self.recorded or self.silence < self._wait_unknown)):
+            if weak or (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
+                        and (self.recorded or self.silence < self._wait_unknown)):
                 # on hold a recording may be followed by a silent stretch of music: wait for a reply
                 utt.pending = True
                 return None
@@ -444,7 +473,10 @@ class HumanDecider:
 
     def _music_like(self, u: _Utterance) -> bool:
         """Music, not speech: a low score; over a long stretch the score must be clearly high
-        (long speech - menus, greetings - scores far above the few speech-like passages of music)."""
+        (long speech - menus, greetings - scores far above the few speech-like passages of music).
+        Never a stretch the classifier mostly called speech (`music_like_share`): a steady IVR voice."""
+        if u.music < self.p.music_like_share * u.sound:
+            return False
         score = u.speech_score(self.p)
         if u.sound >= self._long:
             return score < self.p.long_speech_score
@@ -485,7 +517,17 @@ class HumanDecider:
             return False
         if u.hint > 0:
             return secs >= p.min_utterance_s
-        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > p.greeting_score
+        floor = p.weak_greeting_score if self.on_hold else p.greeting_score
+        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > floor
+
+    def _weak(self, u: _Utterance) -> bool:
+        """After music, a greeting that only a reply confirms: on hold one whose speech score is low (a
+        short greeting's few frames make the score noisy, and the end of a piece of music scores as
+        low), or a sparse piece split off the music by a short pause (its last notes ringing out)."""
+        if u.hint > 0 or not self.music_seen:
+            return False
+        sparse = u.after_music and u.sound < self.p.after_music_density * (u.last - u.start + 1)
+        return sparse or (self.on_hold and u.speech_score(self.p) <= self.p.greeting_score)
 
     def _finish_utterance(self) -> None:
         u = self.utt
