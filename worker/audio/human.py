@@ -157,6 +157,20 @@ class HumanParams:
                                      # few notes joined across short pauses are not)
     after_music_density: float = 0.6   # after music, a piece split off it by a short pause and sparser
                                        # than this is weak (notes ringing out are the music's own end)
+    min_shape_change: float = 1.08   # ratio, at least: the spectral shape's mean change (rms over the
+                                     # bands, dB) between sound frames shape_lag_frames apart, over its
+                                     # change between neighbouring frames.  A held or plucked note keeps its
+                                     # shape (ratio ~1.0: only the frames' estimation noise differs);
+                                     # speech moves its formants every 50-100 ms (>= 1.11 for every agent
+                                     # in the eval sets).  Lower: not a greeting
+    shape_lag_frames: int = 5        # (100 ms)
+    split_greeting_score: float = 0.0  # after music, a talk that another voice started right after a
+                                     # recording or the music (a pause < talk_gap_s) scoring at most this is
+                                     # weak: waits for a reply (the music's first notes after an
+                                     # announcement are "another voice" too; agents there score >= 2.9)
+    menu_prompt_score: float = 3.0   # no music heard: a long stretch scoring at least this is a recorded
+                                     # menu, and another voice after a short pause is its next prompt (an
+                                     # IVR strings prompts recorded by different voices), not a person
     confidence_likely: float = 0.7   # confidence reported with likely_human (0..1)
     confidence_human: float = 0.9    # ... with human
     hint_bonus_s: float = 0.6        # a positive transcript hint shortens the wait by this much (the
@@ -201,6 +215,8 @@ class _Utterance:
     second_try: bool = False    # direct answer: follows a paused utterance (a person trying again)
     tail_music: int = 0         # bits: was each of the last sound frames labelled music (newest lowest)
     voice_before: np.ndarray | None = None   # profile of a long recording-like utterance just before
+    held_at: int = -1           # last frame when `held` was computed
+    held: bool = False          # its spectral shape barely moves (a held note, not speech)
 
     def seconds(self) -> float:
         return self.sound * FRAME_S
@@ -213,6 +229,22 @@ class _Utterance:
         std = max(0.0, self.e_sq / self.sound - mean * mean) ** 0.5
         return (p.score_dip * self.dips / span + p.score_flux * self.flux / self.sound
                 + p.score_level_std * std + p.score_bias)
+
+
+def held_shape(shape_db: np.ndarray, active: np.ndarray, lag: int, min_change: float) -> bool:
+    """Frames' spectral shapes (N, bands) and whether each is sound: True when the shape's mean change
+    over `lag` frames is under min_change times its change between neighbouring frames (both frames
+    sound).  Too few pairs, or no change at all, is no evidence (False)."""
+    if len(shape_db) <= lag:
+        return False
+    x = shape_db.astype(np.float64)
+    near_ok = active[1:] & active[:-1]
+    far_ok = active[lag:] & active[:-lag]
+    if near_ok.sum() < 2 * lag or far_ok.sum() < 2 * lag:
+        return False
+    near = np.sqrt(np.mean((x[1:] - x[:-1]) ** 2, axis=1))[near_ok].mean()
+    far = np.sqrt(np.mean((x[lag:] - x[:-lag]) ** 2, axis=1))[far_ok].mean()
+    return bool(far < min_change * near)
 
 
 class HumanDecider:
@@ -347,7 +379,8 @@ class HumanDecider:
                     self.talk_start, self.talk_sound = i, 0
                     self.talk_pre = gap
                 elif (prev is not None and not prev.tone
-                      and (prev.sound >= self._long or (self.on_hold and prev.sound >= self._change_min))):
+                      and (prev.sound >= self._long or (self.on_hold and prev.sound >= self._change_min))
+                      and (self.music_seen or prev.speech_score(p) < p.menu_prompt_score)):
                     # after a long stretch (a recording, speech-like music) a short pause may hide a
                     # change of talker: a new talk, that counts only in another voice (see _qualifies)
                     utt.voice_before = self._profile(prev)
@@ -510,6 +543,9 @@ class HumanDecider:
             return False      # the end of a monologue (IVR menu, greeting), not a greeting and a wait
         if u.voice_before is not None and not self._other_voice(u, u.voice_before):
             return False      # the long stretch before it, running on
+        if (u.voice_before is not None and self.music_seen and u.hint <= 0
+                and u.speech_score(p) <= p.split_greeting_score):
+            return False      # the hold stream resuming after a recording (its first notes: "another voice")
         if self.on_hold and self._ends_in_music(u):
             return False      # speech that ran back into the hold stream: a recording
         secs = u.seconds()
@@ -518,7 +554,19 @@ class HumanDecider:
         if u.hint > 0:
             return secs >= p.min_utterance_s
         floor = p.weak_greeting_score if self.on_hold else p.greeting_score
-        return p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > floor
+        return (p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > floor
+                and not self._held(u))
+
+    def _held(self, u: _Utterance) -> bool:
+        """Its spectral shape changes no more over shape_lag_frames than from frame to frame: held
+        notes, not formants moving.  Computed once per pause (O(utterance), not per frame)."""
+        if u.held_at != u.last:
+            u.held_at = u.last
+            lo = max(u.start, u.last - PROFILE_FRAMES + 1)
+            idx = np.arange(lo, u.last + 1) % RING
+            u.held = held_shape(self.ring[idx], self.ring_active[idx], self.p.shape_lag_frames,
+                                self.p.min_shape_change)
+        return u.held
 
     def _weak(self, u: _Utterance) -> bool:
         """After music, a greeting that only a reply confirms: on hold one whose speech score is low (a
