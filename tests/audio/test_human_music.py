@@ -6,6 +6,8 @@ stepping frames straight into HumanDecider as in test_human_turns.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from tests.audio.audio_helpers import sound
@@ -27,7 +29,7 @@ def shapes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(block.shape_db), np.asarray(block.active)
 
 
-def held(x: np.ndarray, **params: float) -> bool:
+def held(x: np.ndarray, **params: Any) -> bool:
     p = HumanParams(**params)
     sh, act = shapes(x)
     return held_shape(sh, act, p.shape_lag_frames, p.min_shape_change)
@@ -69,7 +71,7 @@ def step_real_shapes(line: Line, x: np.ndarray, quiet_after: int = 200) -> None:
         line.i += 1
 
 
-def after_music(x: np.ndarray, **params: float) -> Line:
+def after_music(x: np.ndarray, **params: Any) -> Line:
     line = Line(HumanDecider(HumanParams(**params))).hold_music().run("quiet", 50)
     step_real_shapes(line, x)
     return line
@@ -86,7 +88,7 @@ def test_a_held_note_after_the_music_is_not_a_greeting():
 
 # -- after a recording on hold, the hold stream resuming is "another voice" too --------------------
 
-def voice_after_announcement(flux: float, **params: float) -> float | None:
+def voice_after_announcement(flux: float, **params: Any) -> float | None:
     d = HumanDecider(HumanParams(**params))
     d.recorded.append(np.full(BANDS, 10.0, dtype=np.float32))     # an announcement heard earlier
     line = Line(d).hold_music().run("quiet", 50)
@@ -104,7 +106,7 @@ def test_after_a_recording_a_low_scoring_other_voice_is_the_hold_stream_resuming
 
 # -- no music heard: another recorded voice after a menu prompt is the menu ------------------------
 
-def prompt_after_menu(first_flux: float, **params: float) -> float | None:
+def prompt_after_menu(first_flux: float, **params: Any) -> float | None:
     line = Line(HumanDecider(HumanParams(**params)))
     line.run("talk", 260, VOICE_A, talk_flux=first_flux).run("quiet", 30).run("talk", 60, VOICE_B)
     return line.run("quiet", 200).human_at
