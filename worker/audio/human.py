@@ -20,7 +20,11 @@ What tells a live person from a recording:
   after the stream went quiet (`handover_gap_s`) and is followed by quiet
   (`handover_wait_s`); after a stretch of sound (`long_s`; on hold already
   `voice_change_min_s`) a short pause may hide a change of talker, which
-  counts only in another voice (`voice_change_db`);
+  counts only in another voice (`voice_change_db`) and, after music, only with
+  a speech score above `split_greeting_score` (the hold stream's first notes
+  after an announcement are "another voice" too); with no music heard, not
+  after a stretch of clear speech (`menu_prompt_score`: an IVR menu's next
+  prompt, recorded in another voice);
 - a direct answer (no music heard before): a short sentence and a pause is
   also how a voicemail greeting begins; a person waits for an answer longer
   than a greeting pauses between sentences, so the wait there is
@@ -28,7 +32,10 @@ What tells a live person from a recording:
   again) followed by `second_try_wait_s`;
 - music is not a person: a greeting is dense (`min_density`), not labelled
   music throughout (`max_music_share`), not the last note split off the music
-  (`min_utterance_s`), and voice novelty is judged only on utterances mostly
+  (`min_utterance_s`), not held notes (`min_shape_change`: a spectral shape
+  that changes no more over 100 ms than from frame to frame, where speech
+  moves its formants - plucked music the classifier calls speech), and voice
+  novelty is judged only on utterances mostly
   labelled speech (`voice_music_share`); a long stretch ends a talk as music
   only if the classifier called enough of it music (`music_like_share`: an
   IVR menu read on is one talk); on hold, speech that ran back into the music
