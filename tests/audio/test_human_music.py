@@ -18,6 +18,7 @@ from worker.audio.human import HumanDecider, HumanParams, held_shape
 MOH = "/usr/share/asterisk/moh/"
 EN = "/usr/share/asterisk/sounds/en/"
 HELD = [(MOH + "reno_project-system.wav", 9.0), (MOH + "macroform-cold_day.wav", 53.5)]   # held notes
+SMOOTH = [(MOH + "macroform-cold_day.wav", 13.5), (MOH + "macroform-the_simplicity.wav", 7.0)]  # pads
 PROMPTS = [EN + "agent-pass.wav", EN + "conf-getpin.wav", EN + "hello-world.wav"]
 
 
@@ -32,7 +33,7 @@ def shapes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def held(x: np.ndarray, **params: Any) -> bool:
     p = HumanParams(**params)
     sh, act = shapes(x)
-    return held_shape(sh, act, p.shape_lag_frames, p.min_shape_change)
+    return held_shape(sh, act, p.shape_lag_frames, p.min_shape_change, p.min_shape_move_db)
 
 
 def test_held_notes_keep_their_spectral_shape_and_speech_does_not():
@@ -44,7 +45,18 @@ def test_held_notes_keep_their_spectral_shape_and_speech_does_not():
 
 def test_the_held_note_threshold_is_a_ratio_of_changes():
     x = sound(HELD[0][0], start=HELD[0][1], seconds=1.5)
-    assert held(x) and not held(x, min_shape_change=0.8)     # (a held note changes ~0.9-1.0x as much)
+    assert held(x, min_shape_move_db=0.0)
+    assert not held(x, min_shape_change=0.8, min_shape_move_db=0.0)   # (it changes ~0.9-1.0x as much)
+
+
+def test_a_smooth_passage_moves_its_shape_less_than_formants_do():
+    # slow pads: the shape changes more over 100 ms than from frame to frame, but by < 4.5 dB
+    for path, start in SMOOTH:
+        x = sound(path, start=start, seconds=1.5)
+        assert held(x), path
+        assert not held(x, min_shape_move_db=0.0), path     # (the ratio alone does not catch them)
+    for path in PROMPTS:
+        assert not held(sound(path), min_shape_change=0.0), path
 
 
 def test_no_change_at_all_or_too_few_frames_is_no_evidence():
@@ -78,10 +90,11 @@ def after_music(x: np.ndarray, **params: Any) -> Line:
 
 
 def test_a_held_note_after_the_music_is_not_a_greeting():
-    for path, start in HELD:
+    for path, start in HELD + SMOOTH:
         x = sound(path, start=start, seconds=1.5)
         assert after_music(x).human_at is None, path
-        assert after_music(x, min_shape_change=0.0).human_at is not None, path    # the rule is what holds it
+        # the rule is what holds it
+        assert after_music(x, min_shape_change=0.0, min_shape_move_db=0.0).human_at is not None, path
     for path in PROMPTS:
         assert after_music(sound(path)).human_at is not None, path
 

@@ -171,6 +171,9 @@ class HumanParams:
                                      # speech moves its formants every 50-100 ms (>= 1.11 for every agent
                                      # in the eval sets).  Lower: not a greeting
     shape_lag_frames: int = 5        # (100 ms)
+    min_shape_move_db: float = 4.5   # ... and that change over shape_lag_frames itself, at least, dB rms:
+                                     # formants moving change the shape by >= 4.9 dB per 100 ms (3,600
+                                     # greeting lines, both voice pools); a smooth orchestral passage less
     split_greeting_score: float = 0.0  # after music, a talk that another voice started right after a
                                      # recording or the music (a pause < talk_gap_s) scoring at most this is
                                      # weak: waits for a reply (the music's first notes after an
@@ -238,10 +241,12 @@ class _Utterance:
                 + p.score_level_std * std + p.score_bias)
 
 
-def held_shape(shape_db: np.ndarray, active: np.ndarray, lag: int, min_change: float) -> bool:
+def held_shape(shape_db: np.ndarray, active: np.ndarray, lag: int, min_change: float,
+               min_move_db: float = 0.0) -> bool:
     """Frames' spectral shapes (N, bands) and whether each is sound: True when the shape's mean change
-    over `lag` frames is under min_change times its change between neighbouring frames (both frames
-    sound).  Too few pairs, or no change at all, is no evidence (False)."""
+    (rms over the bands, dB) over `lag` frames is under min_change times its change between
+    neighbouring frames (both frames sound), or under min_move_db.  Too few pairs, or no change at
+    all, is no evidence (False)."""
     if len(shape_db) <= lag:
         return False
     x = shape_db.astype(np.float64)
@@ -251,7 +256,7 @@ def held_shape(shape_db: np.ndarray, active: np.ndarray, lag: int, min_change: f
         return False
     near = np.sqrt(np.mean((x[1:] - x[:-1]) ** 2, axis=1))[near_ok].mean()
     far = np.sqrt(np.mean((x[lag:] - x[:-lag]) ** 2, axis=1))[far_ok].mean()
-    return bool(far < min_change * near)
+    return bool(far > 0.0 and (far < min_change * near or far < min_move_db))
 
 
 class HumanDecider:
@@ -572,7 +577,7 @@ class HumanDecider:
             lo = max(u.start, u.last - PROFILE_FRAMES + 1)
             idx = np.arange(lo, u.last + 1) % RING
             u.held = held_shape(self.ring[idx], self.ring_active[idx], self.p.shape_lag_frames,
-                                self.p.min_shape_change)
+                                self.p.min_shape_change, self.p.min_shape_move_db)
         return u.held
 
     def _weak(self, u: _Utterance) -> bool:
