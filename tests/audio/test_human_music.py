@@ -112,9 +112,21 @@ def voice_after_announcement(flux: float, **params: Any) -> float | None:
 def test_after_a_recording_a_low_scoring_other_voice_is_the_hold_stream_resuming():
     # talk_flux 0.085 scores about -1 (above greeting_score, at most split_greeting_score): no transfer
     assert voice_after_announcement(0.085) is None
-    assert voice_after_announcement(0.085, split_greeting_score=-3.0) is not None
+    assert voice_after_announcement(0.085, split_greeting_score=-3.0, split_weak_score=-3.0) is not None
     # an agent's clear speech right after the announcement still decides on the wait
     assert voice_after_announcement(0.2) is not None
+
+
+def test_after_a_recording_an_unclear_other_voice_waits_for_a_reply():
+    # talk_flux 0.12 scores about 1.5 (above split_greeting_score, at most split_weak_score): weak
+    assert voice_after_announcement(0.12) is None
+    assert voice_after_announcement(0.12, split_weak_score=0.0) is not None
+    d = HumanDecider()
+    d.recorded.append(np.full(BANDS, 10.0, dtype=np.float32))
+    line = Line(d).hold_music().run("quiet", 50)
+    line.run("talk", 150, VOICE_A).run("quiet", 30).run("talk", 60, VOICE_B, talk_flux=0.12)
+    line.run("quiet", 100).run("talk", 30, VOICE_B)          # the person says it again 2 s later
+    assert line.human_at is not None
 
 
 # -- no music heard: another recorded voice after a menu prompt is the menu ------------------------

@@ -22,7 +22,8 @@ What tells a live person from a recording:
   `voice_change_min_s`) a short pause may hide a change of talker, which
   counts only in another voice (`voice_change_db`) and, after music, only with
   a speech score above `split_greeting_score` (the hold stream's first notes
-  after an announcement are "another voice" too); with no music heard, not
+  after an announcement are "another voice" too), and up to
+  `split_weak_score` it waits for a reply; with no music heard, not
   after a stretch of clear speech (`menu_prompt_score`: an IVR menu's next
   prompt, recorded in another voice);
 - a direct answer (no music heard before): a short sentence and a pause is
@@ -178,6 +179,9 @@ class HumanParams:
                                      # recording or the music (a pause < talk_gap_s) scoring at most this is
                                      # weak: waits for a reply (the music's first notes after an
                                      # announcement are "another voice" too; agents there score >= 2.9)
+    split_weak_score: float = 2.5    # ... and scoring at most this, weak: it decides only on a reply (the
+                                     # music resuming can score like a short greeting; a reply that
+                                     # confirms must score confirm_score)
     menu_prompt_score: float = 3.0   # no music heard: a long stretch scoring at least this is a recorded
                                      # menu, and another voice after a short pause is its next prompt (an
                                      # IVR strings prompts recorded by different voices), not a person
@@ -583,11 +587,14 @@ class HumanDecider:
     def _weak(self, u: _Utterance) -> bool:
         """After music, a greeting that only a reply confirms: on hold one whose speech score is low (a
         short greeting's few frames make the score noisy, and the end of a piece of music scores as
-        low), or a sparse piece split off the music by a short pause (its last notes ringing out)."""
+        low), a sparse piece split off the music by a short pause (its last notes ringing out), or
+        another voice right after a recording that is not clearly speech (the music resuming)."""
         if u.hint > 0 or not self.music_seen:
             return False
         sparse = u.after_music and u.sound < self.p.after_music_density * (u.last - u.start + 1)
-        return sparse or (self.on_hold and u.speech_score(self.p) <= self.p.greeting_score)
+        score = u.speech_score(self.p)
+        split = u.voice_before is not None and score <= self.p.split_weak_score
+        return sparse or split or (self.on_hold and score <= self.p.greeting_score)
 
     def _finish_utterance(self) -> None:
         u = self.utt
