@@ -43,6 +43,9 @@ What tells a live person from a recording:
   (`tail_music_s`, `tail_music_share`) is a recording played into the stream;
 - repetition: a segment that matches one heard earlier in this call or stored
   for the company (fingerprint.py) is a recording;
+- what the call already taught: a decider renewed for the hold after menus
+  (`inherit`) keeps the recorded voices heard, so a menu's next prompt in the
+  same voice waits for a reply, as on hold, while another voice is a person;
 - voicemail: a beep after a greeting, then silence;
 - transcript hints, when speech-to-text runs: "how can I help" shortens the
   wait, "please hold", "leave a message" marks the utterance recorded.
@@ -307,9 +310,26 @@ class HumanDecider:
         self._music_need = round(self.p.music_context_s / FRAME_S)
         self.music_run = 0               # consecutive music frames
         self.on_hold = False             # sustained music heard in this call
+        self.menus_heard = False         # recorded voices were heard before this decider started (see
+                                         # inherit): a line and a pause is then judged as on hold
         self.recorded: list[np.ndarray] = []   # voice profiles of recordings heard in this call
         self.ring = np.zeros((RING, 1), dtype=np.float32)
         self.ring_active = np.zeros(RING, dtype=bool)
+
+    def inherit(self, other: HumanDecider) -> None:
+        """Carry what `other` learned about this call into this fresh decider: the recorded voices
+        heard (menus, announcements) and whether music was heard.  The worker renews its detector for
+        the hold after navigating menus that fooled the old one; without this the first menu replayed
+        after the renewal would look like a direct answer (a short line, then a pause)."""
+        self.recorded = list(other.recorded)
+        self.menus_heard = other.menus_heard or bool(other.recorded)
+        self.music_seen = self.music_seen or other.music_seen
+        self.on_hold = self.on_hold or other.on_hold
+
+    def _guarded(self) -> bool:
+        """A recording is expected here (on hold, or after menus): a line followed by quiet is a person
+        only in a voice unlike the recordings heard, with a live hint, or when they speak again."""
+        return self.on_hold or self.menus_heard
 
     def load(self, start: int, shape_db: np.ndarray, active: np.ndarray) -> None:
         """Spectral shapes of the frames about to be stepped (at most RING // 2 of them)."""
@@ -463,7 +483,7 @@ class HumanDecider:
         if self.silence == self._likely and not utt.likely_sent and not weak:
             utt.likely_sent = True
             # on hold, only a voice unlike the recordings heard is likely a person this early
-            if self.likely_at is None and (not self.on_hold or utt.hint > 0 or self._new_voice(utt)):
+            if self.likely_at is None and (not self._guarded() or utt.hint > 0 or self._new_voice(utt)):
                 self.likely_at = self._t(i)
                 return Decision(self._t(i), "likely_human", p.confidence_likely)
         if (utt.pending and self.silence == self._handover_wait and not self.recorded and not weak
@@ -472,7 +492,7 @@ class HumanDecider:
             self.outcome = "human"
             return Decision(self._t(i), "human", p.confidence_human, "hold stream stopped")
         if self.silence >= wait and (not utt.pending or self.silence == self._wait_unknown):
-            if weak or (self.on_hold and utt.hint <= 0 and not self._new_voice(utt)
+            if weak or (self._guarded() and utt.hint <= 0 and not self._new_voice(utt)
                         and (self.recorded or self.silence < self._wait_unknown)):
                 # on hold a recording may be followed by a silent stretch of music: wait for a reply
                 utt.pending = True
