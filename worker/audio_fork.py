@@ -57,6 +57,8 @@ BACKPRESSURE_S = 2.0  # the reader waits this long for a slow consumer, then dro
 MAX_CONNECTIONS = 2000  # concurrent WebSocket connections per server
 READ_CHUNK = 65536
 YIELD_EVERY_RECVS = 8  # the reader yields to the hub after this many recvs that did not wait
+PACE_MIN_S = 0.002  # shortest pause between reads of a paced connection (see ForkServer read_pace_s)
+FRAME_S = 0.02  # one mod_audio_fork binary message: 20 ms of audio
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_POLICY, CLOSE_TOO_BIG = 1000, 1002, 1008, 1009
@@ -260,6 +262,8 @@ class ForkStream:
         self._stalled = False  # the consumer let a backpressure wait time out
         self._conn: _Conn | None = None
         self._attached = False
+        self._notify: gevent.event.Event | None = None  # see notify_when
+        self._notify_want = 0
 
     def __repr__(self) -> str:
         return f"ForkStream({self.call_id}, frames={self.frames_received}, ended={self.ended.is_set()})"
@@ -303,9 +307,16 @@ class ForkStream:
             self._wait(1, None)
         if self._bytes < want and not self._closed:
             self._wait(want, wait)
+        data, _, closed = self.take(limit)
+        return data, closed or not data
+
+    def take(self, limit: int) -> tuple[bytes, float, bool]:
+        """Never blocks (the audio hub's path): (queued frames, at most `limit` bytes but at least one
+        frame, or b""; perf_counter when the first of them came off the socket; the fork closed
+        and nothing is left)."""
         items = self._items
         if not items:
-            return b"", True
+            return b"", self.last_arrival, self._closed
         data, self.last_arrival = items.popleft()
         parts = [data]
         size = len(data)
@@ -315,7 +326,14 @@ class ForkStream:
             size += len(data)
         self._bytes -= size
         self._taken()
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), self._closed and not items
+        audio = parts[0] if len(parts) == 1 else b"".join(parts)
+        return audio, self.last_arrival, self._closed and not items
+
+    def notify_when(self, event: gevent.event.Event, want: int) -> None:
+        """Set `event` whenever `want` bytes or more are waiting, or the fork closed (the audio hub
+        starts a round early when a call's audio piles up faster than real time)."""
+        self._notify = event
+        self._notify_want = max(1, want)
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.connected.wait(timeout)
@@ -355,6 +373,9 @@ class ForkStream:
         self._bytes += len(data)
         if self._bytes >= self._want:
             self._ready.set()
+        notify = self._notify
+        if notify is not None and self._bytes >= self._notify_want and not notify.is_set():
+            notify.set()
 
     def _end(self, code: int | None) -> None:
         if not self.ended.is_set():
@@ -362,6 +383,8 @@ class ForkStream:
             self.ended.set()
             self._closed = True
             self._ready.set()
+            if self._notify is not None:
+                self._notify.set()
 
 
 class _Conn:
@@ -404,8 +427,15 @@ class ForkServer:
         path: str = AUDIO_FORK_PATH,
         max_connections: int = MAX_CONNECTIONS,
         max_frames: int = STREAM_MAX_FRAMES,
+        read_pace_s: float = 0.0,
     ) -> None:
         self.max_frames = max_frames
+        # > 0: each connection reads about every read_pace_s of audio (several frames per recv and one
+        # wake-up per read, not one per 20 ms frame); the pause follows the sender's rate, so a switch
+        # running faster than real time is read as often as needed.  0: read as soon as readable.
+        if read_pace_s < 0:
+            raise ValueError(f"read_pace_s must be >= 0, got {read_pace_s}")
+        self.read_pace_s = read_pace_s
         host, sep, port = bind.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"audio fork bind must be host:port, got {bind!r}")
@@ -416,8 +446,8 @@ class ForkServer:
         self._server = StreamServer(self._bind, self._handle, spawn=Pool(max_connections))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ForkServer:
-        return cls(settings.audio_fork_bind, settings.audio_fork_public_host)
+    def from_settings(cls, settings: Any, read_pace_s: float = 0.0) -> ForkServer:
+        return cls(settings.audio_fork_bind, settings.audio_fork_public_host, read_pace_s=read_pace_s)
 
     def start(self) -> ForkServer:
         self._server.start()
@@ -531,6 +561,11 @@ class ForkServer:
         size = 0
         arrival = time.perf_counter()  # when the bytes being parsed came off the socket (lag metric)
         busy = 0  # recvs in a row that found data waiting (they never yield to the hub)
+        pace_max = self.read_pace_s
+        pace = pace_max  # the pause before the next read (paced connections)
+        target = max(1.0, pace_max / FRAME_S)  # messages one paced read should find
+        seen = 0  # stream.frames_received at the last read
+        data = b""
         while True:
             try:
                 for frame in parser.frames():
@@ -567,6 +602,12 @@ class ForkServer:
             if conn.close_sent:  # we closed (release): wait for the peer's close, briefly
                 self._drain(sock, b"")
                 return stream.close_code or CLOSE_NORMAL
+            if pace_max and len(data) < READ_CHUNK:
+                got = stream.frames_received - seen
+                seen = stream.frames_received
+                if got:  # the last read brought audio: wait until about `target` messages are in
+                    pace = min(pace_max, max(PACE_MIN_S, pace * target / got))
+                    gevent.sleep(pace)
             try:
                 data = sock.recv(READ_CHUNK)
             except TimeoutError:
