@@ -7,9 +7,10 @@ monkey.patch_all()
 Reads Settings from the environment (REDIS_URL, DATABASE_URL, ESL_HOSTS,
 ESL_PASSWORD, AUDIO_FORK_BIND, AUDIO_FORK_PUBLIC_HOST, ...; PROMPTS_DIR for the
 rendered prompts, a directory the switch can read too), then runs: the ESL pool
-(one connection per FreeSWITCH), the audio-fork WebSocket endpoint (each fork
-read about every AUDIO_FORK_READ_PACE_S of audio), the audio hub (every call's
-audio through one detector bank, a round every AUDIO_HUB_TICK_S), the control
+(one connection per FreeSWITCH), the audio-fork WebSocket endpoint, the audio
+hub (a round every AUDIO_HUB_TICK_S reads every call's fork socket and runs all
+calls' audio through one detector bank; AUDIO_FORK_HUB_READS=0: each fork is
+read by its own greenlet instead, about every AUDIO_FORK_READ_PACE_S), the control
 channel hub, the reaper, and the GeventWorker on Settings.queue_name.  Prints
 `worker: listening on queue <q> as <id>` once it takes jobs.  SIGTERM/SIGINT:
 warm shutdown (see worker/runner.py); a second signal: cold.
@@ -39,7 +40,8 @@ from worker.stt import make_transcriber  # noqa: E402
 log = logging.getLogger("worker")
 
 HUB_TICK_S = 0.1             # wall seconds between audio hub rounds (env AUDIO_HUB_TICK_S)
-READ_PACE_S = 0.05           # seconds of audio each fork read waits for (env AUDIO_FORK_READ_PACE_S; 0: none)
+READ_PACE_S = 0.05           # with AUDIO_FORK_HUB_READS=0 (each fork read by its own greenlet): seconds of
+                             # audio each read waits for (env AUDIO_FORK_READ_PACE_S; 0: read when readable)
 ESL_READY_WAIT_S = 10.0      # seconds to wait for a first switch before taking jobs anyway (they retry)
 LAG_SAMPLES = 20000          # frames kept for the lag percentiles in hs:stats:<worker> (bench, ops)
 STATS_TTL_S = 300            # seconds hs:stats:<worker> outlives the worker
@@ -139,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if not pool.wait_ready(ESL_READY_WAIT_S):
         log.warning("worker %s: no FreeSWITCH reachable yet at %s; retrying in the background",
                     worker_id, ",".join(settings.esl_hosts))
+    hub_reads = os.environ.get("AUDIO_FORK_HUB_READS", "1").strip().lower() not in ("0", "false", "no")
     fork = ForkServer(bind=settings.audio_fork_bind, public_host=settings.audio_fork_public_host,
-                      read_pace_s=_env_seconds("AUDIO_FORK_READ_PACE_S", READ_PACE_S))
+                      read_pace_s=_env_seconds("AUDIO_FORK_READ_PACE_S", READ_PACE_S), hub_reads=hub_reads)
     fork.start()
     prompts = Prompts(os.environ.get("PROMPTS_DIR", "prompts"))
     prompts.warm()

@@ -23,13 +23,14 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import struct
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import gevent
@@ -73,8 +74,7 @@ class WsProtocolError(Exception):
 
 
 # --- pure framing ----------------------------------------------------------------
-@dataclass(frozen=True)
-class WsFrame:
+class WsFrame(NamedTuple):
     fin: bool
     opcode: int
     payload: bytes
@@ -93,16 +93,26 @@ class WsFrameParser:
 
     def __init__(self, max_payload: int = MAX_MESSAGE_BYTES) -> None:
         self._buf = bytearray()
+        self._pos = 0  # start of the first unparsed frame in _buf (parsed bytes are dropped on feed)
         self._max = max_payload
 
     def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
+
+    @property
+    def buffered(self) -> bytes:
+        """The bytes not parsed yet."""
+        return bytes(self._buf[self._pos :])
 
     def next_frame(self) -> WsFrame | None:
         buf = self._buf
-        if len(buf) < 2:
+        start = self._pos
+        if len(buf) - start < 2:
             return None
-        b0, b1 = buf[0], buf[1]
+        b0, b1 = buf[start], buf[start + 1]
         if b0 & 0x70:
             raise WsProtocolError("reserved bits set (no extension was negotiated)")
         opcode = b0 & 0x0F
@@ -111,26 +121,26 @@ class WsFrameParser:
         if not b1 & 0x80:
             raise WsProtocolError("client frames must be masked")
         length = b1 & 0x7F
-        pos = 2
+        pos = start + 2
         if length == 126:
-            if len(buf) < 4:
+            if len(buf) < start + 4:
                 return None
-            (length,) = struct.unpack_from("!H", buf, 2)
-            pos = 4
+            (length,) = struct.unpack_from("!H", buf, start + 2)
+            pos = start + 4
         elif length == 127:
-            if len(buf) < 10:
+            if len(buf) < start + 10:
                 return None
-            (length,) = struct.unpack_from("!Q", buf, 2)
-            pos = 10
+            (length,) = struct.unpack_from("!Q", buf, start + 2)
+            pos = start + 10
         if opcode >= OP_CLOSE and (length > 125 or not b0 & 0x80):
             raise WsProtocolError("control frames must be short and not fragmented")
         if length > self._max:
             raise WsProtocolError(f"frame of {length} bytes is too big", CLOSE_TOO_BIG)
-        if len(buf) < pos + 4 + length:
+        end = pos + 4 + length
+        if len(buf) < end:
             return None
-        mask = bytes(buf[pos : pos + 4])
-        payload = _unmask(mask, bytes(buf[pos + 4 : pos + 4 + length]))
-        del buf[: pos + 4 + length]
+        payload = _unmask(bytes(buf[pos : pos + 4]), bytes(buf[pos + 4 : end]))
+        self._pos = end
         return WsFrame(bool(b0 & 0x80), opcode, payload)
 
     def frames(self) -> Iterator[WsFrame]:
@@ -263,6 +273,7 @@ class ForkStream:
         self._conn: _Conn | None = None
         self._attached = False
         self._notify: gevent.event.Event | None = None  # see notify_when
+        self._reader: _Reader | None = None  # hub-read mode: the connection poll() reads
         self._notify_want = 0
 
     def __repr__(self) -> str:
@@ -329,6 +340,13 @@ class ForkStream:
         audio = parts[0] if len(parts) == 1 else b"".join(parts)
         return audio, self.last_arrival, self._closed and not items
 
+    def poll(self) -> None:
+        """Hub-read mode: read whatever arrived on the fork's socket now, without waiting (the hub
+        calls this before `take`).  Nothing to do for a stream its connection's greenlet reads."""
+        reader = self._reader
+        if reader is not None:
+            reader.poll()
+
     def notify_when(self, event: gevent.event.Event, want: int) -> None:
         """Set `event` whenever `want` bytes or more are waiting, or the fork closed (the audio hub
         starts a round early when a call's audio piles up faster than real time)."""
@@ -358,7 +376,8 @@ class ForkStream:
         self.frames_received += 1
         self.bytes_received += len(data)
         items = self._items
-        if len(items) >= self._max and not self._stalled:
+        if len(items) >= self._max and not self._stalled and self._reader is None:
+            # (in hub-read mode the hub itself is the reader: it never waits, it reads less instead)
             # Backpressure first: the reader stops reading, TCP pushes back on the sender.
             self._space.clear()
             if not self._space.wait(BACKPRESSURE_S):
@@ -417,6 +436,113 @@ class _Conn:
                 pass
 
 
+class _Reader:
+    """One connection's WebSocket traffic -> its stream: parsing, message reassembly, ping and close.
+
+    Fed by the connection's own greenlet (`ForkServer._pump`) or, in hub-read mode, by the audio
+    hub's rounds (`poll`: one non-blocking read per round, no greenlet wake-up per frame)."""
+
+    def __init__(self, sock: Any, conn: _Conn, stream: ForkStream, rest: bytes) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.stream = stream
+        self.parser = WsFrameParser()
+        self.parser.feed(rest)
+        self.arrival = time.perf_counter()  # when the bytes being parsed came off the socket (lag)
+        self.last_read = self.arrival  # when the socket was last found drained (hub-read mode)
+        self.last_data = time.monotonic()  # idle timeout
+        self.code: int | None = None  # close code once over
+        self.over = False
+        self._op: int | None = None  # opcode of the message being reassembled
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes, arrival: float) -> None:
+        self.arrival = arrival
+        self.parser.feed(data)
+
+    def handle(self) -> bool:
+        """Every complete frame buffered -> the stream; True once the connection is over (`code`)."""
+        stream, conn, parser = self.stream, self.conn, self.parser
+        try:
+            while (frame := parser.next_frame()) is not None:
+                fin, op, payload = frame
+                if op == OP_BINARY and fin and self._op is None:  # the usual case: one 20 ms frame
+                    if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
+                        stream._put(payload, self.arrival)
+                    continue
+                if op == OP_PING:
+                    conn.send(encode_frame(OP_PONG, payload))
+                    continue
+                if op == OP_PONG:
+                    continue
+                if op == OP_CLOSE:
+                    self.code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    conn.close(CLOSE_NORMAL)  # echo the close (RFC 6455 §5.5.1)
+                    self.over = True
+                    return True
+                if op == OP_CONT:
+                    if self._op is None:
+                        raise WsProtocolError("continuation frame without a message")
+                else:
+                    if self._op is not None:
+                        raise WsProtocolError("new message inside a fragmented one")
+                    self._op = op
+                self._parts.append(payload)
+                self._size += len(payload)
+                if self._size > MAX_MESSAGE_BYTES:
+                    raise WsProtocolError("message too big", CLOSE_TOO_BIG)
+                if not fin:
+                    continue
+                parts = self._parts
+                ForkServer._deliver(stream, self._op, parts[0] if len(parts) == 1 else b"".join(parts),
+                                    self.arrival)
+                self._op, self._parts, self._size = None, [], 0
+        except WsProtocolError as exc:
+            log.warning("call %s: audio fork protocol error: %s", stream.call_id, exc)
+            conn.close(exc.code, str(exc)[:100])
+            self.code = exc.code
+            self.over = True
+            return True
+        return False
+
+    def poll(self) -> None:
+        """Hub-read mode: read what the socket holds without waiting, pass it on; end the stream when
+        the connection is over (close, EOF, protocol error, idle)."""
+        stream = self.stream
+        if self.over or stream.ended.is_set():
+            return
+        if len(stream._items) >= stream._max // 2:
+            return  # the consumer is behind: leave the bytes in the socket, TCP pushes back
+        now = time.perf_counter()
+        try:
+            data = os.read(self.sock.fileno(), READ_CHUNK)  # the fd is non-blocking (gevent)
+        except BlockingIOError:
+            self.last_read = now
+            if time.monotonic() - self.last_data > IDLE_TIMEOUT_S:
+                log.warning("call %s: audio fork idle for %ss, closing", stream.call_id, IDLE_TIMEOUT_S)
+                self.conn.close(CLOSE_POLICY, "idle")
+                self._finish(None)
+            return
+        except OSError:
+            self._finish(None)
+            return
+        if not data:
+            self._finish(None)
+            return
+        self.last_data = time.monotonic()
+        # lag clock: these bytes arrived after the socket was last found drained
+        self.feed(data, self.last_read)
+        self.last_read = now if len(data) < READ_CHUNK else self.last_read
+        if self.handle():
+            self._finish(self.code)
+
+    def _finish(self, code: int | None) -> None:
+        self.over = True
+        self.code = code
+        self.stream._end(code)
+
+
 class ForkServer:
     """The endpoint.  See the module docstring and CONTRACTS.md "Audio fork endpoint"."""
 
@@ -428,8 +554,12 @@ class ForkServer:
         max_connections: int = MAX_CONNECTIONS,
         max_frames: int = STREAM_MAX_FRAMES,
         read_pace_s: float = 0.0,
+        hub_reads: bool = False,
     ) -> None:
         self.max_frames = max_frames
+        # True: the audio hub reads every connection in its rounds (ForkStream.poll), no greenlet per
+        # read; a stream nobody polls is then never read.  False: each connection's greenlet reads.
+        self.hub_reads = hub_reads
         # > 0: each connection reads about every read_pace_s of audio (several frames per recv and one
         # wake-up per read, not one per 20 ms frame); the pause follows the sender's rate, so a switch
         # running faster than real time is read as often as needed.  0: read as soon as readable.
@@ -446,8 +576,9 @@ class ForkServer:
         self._server = StreamServer(self._bind, self._handle, spawn=Pool(max_connections))
 
     @classmethod
-    def from_settings(cls, settings: Any, read_pace_s: float = 0.0) -> ForkServer:
-        return cls(settings.audio_fork_bind, settings.audio_fork_public_host, read_pace_s=read_pace_s)
+    def from_settings(cls, settings: Any, read_pace_s: float = 0.0, hub_reads: bool = False) -> ForkServer:
+        return cls(settings.audio_fork_bind, settings.audio_fork_public_host, read_pace_s=read_pace_s,
+                   hub_reads=hub_reads)
 
     def start(self) -> ForkServer:
         self._server.start()
@@ -538,11 +669,16 @@ class ForkServer:
         stream._conn = conn
         stream.connected.set()
         log.info("call %s: audio fork connected (protocols %s)", call_id, req.protocols)
+        reader = _Reader(sock, conn, stream, rest)
         code: int | None = None
         try:
-            code = self._pump(sock, conn, stream, rest)
+            if self.hub_reads:
+                code = self._await_hub(sock, conn, stream, reader)
+            else:
+                code = self._pump(sock, conn, stream, reader)
         finally:
             stream._conn = None
+            stream._reader = None
             stream._end(code)
             log.info(
                 "call %s: audio fork ended (code %s, %s frames, %s dropped)",
@@ -552,14 +688,21 @@ class ForkServer:
                 stream.dropped,
             )
 
-    def _pump(self, sock: Any, conn: _Conn, stream: ForkStream, rest: bytes) -> int | None:
-        parser = WsFrameParser()
-        parser.feed(rest)
+    def _await_hub(self, sock: Any, conn: _Conn, stream: ForkStream, reader: _Reader) -> int | None:
+        """Hub-read mode: the audio hub reads this socket in its rounds (ForkStream.poll); this
+        greenlet only waits for the end and, when we closed first, for the peer's close."""
+        if reader.handle():  # frames that came with the upgrade request
+            return reader.code
+        stream._reader = reader
+        stream.ended.wait()
+        if reader.over:
+            return reader.code
+        if conn.close_sent:  # we closed (release): wait for the peer's close, briefly
+            self._drain(sock, reader.parser.buffered)
+        return stream.close_code or CLOSE_NORMAL
+
+    def _pump(self, sock: Any, conn: _Conn, stream: ForkStream, reader: _Reader) -> int | None:
         sock.settimeout(IDLE_TIMEOUT_S)
-        message_op: int | None = None
-        parts: list[bytes] = []
-        size = 0
-        arrival = time.perf_counter()  # when the bytes being parsed came off the socket (lag metric)
         busy = 0  # recvs in a row that found data waiting (they never yield to the hub)
         pace_max = self.read_pace_s
         pace = pace_max  # the pause before the next read (paced connections)
@@ -567,41 +710,12 @@ class ForkServer:
         seen = 0  # stream.frames_received at the last read
         data = b""
         while True:
-            try:
-                for frame in parser.frames():
-                    op = frame.opcode
-                    if op == OP_PING:
-                        conn.send(encode_frame(OP_PONG, frame.payload))
-                        continue
-                    if op == OP_PONG:
-                        continue
-                    if op == OP_CLOSE:
-                        code = struct.unpack("!H", frame.payload[:2])[0] if len(frame.payload) >= 2 else None
-                        conn.close(CLOSE_NORMAL)  # echo the close (RFC 6455 §5.5.1)
-                        return code
-                    if op == OP_CONT:
-                        if message_op is None:
-                            raise WsProtocolError("continuation frame without a message")
-                    else:
-                        if message_op is not None:
-                            raise WsProtocolError("new message inside a fragmented one")
-                        message_op = op
-                    parts.append(frame.payload)
-                    size += len(frame.payload)
-                    if size > MAX_MESSAGE_BYTES:
-                        raise WsProtocolError("message too big", CLOSE_TOO_BIG)
-                    if not frame.fin:
-                        continue
-                    payload = parts[0] if len(parts) == 1 else b"".join(parts)
-                    self._deliver(stream, message_op, payload, arrival)
-                    message_op, parts, size = None, [], 0
-            except WsProtocolError as exc:
-                log.warning("call %s: audio fork protocol error: %s", stream.call_id, exc)
-                conn.close(exc.code, str(exc)[:100])
-                return exc.code
+            if reader.handle():
+                return reader.code
             if conn.close_sent:  # we closed (release): wait for the peer's close, briefly
-                self._drain(sock, b"")
+                self._drain(sock, reader.parser.buffered)
                 return stream.close_code or CLOSE_NORMAL
+            read_from = time.perf_counter()  # the socket was just drained: later bytes came after this
             if pace_max and len(data) < READ_CHUNK:
                 got = stream.frames_received - seen
                 seen = stream.frames_received
@@ -618,8 +732,8 @@ class ForkServer:
                 return None
             if not data:
                 return None
-            arrival = time.perf_counter()
-            parser.feed(data)
+            # lag clock: a paced read finds bytes that waited in the socket since its last read
+            reader.feed(data, read_from if pace_max else time.perf_counter())
             # A recv that finds data never yields: a fast sender must not starve the consumers.  At
             # real time a recv usually waits (and so yields), so this extra switch is rarely needed.
             busy += 1

@@ -6,16 +6,19 @@
     hub.remove(sink)       # (also done once the sink's stream closed)
     hub.stop()
 
-A round takes every registered call's whole frames that arrived (`ForkStream.take`, at most
-`max_feed_s` of media per call: a backlog catches up over a few rounds), runs
+A round reads every registered call's fork socket without waiting (`ForkStream.poll`, in the
+fork server's hub-read mode), takes its frames (`ForkStream.take`, at most `max_feed_s` of media
+per call: a backlog catches up over a few rounds), runs
 `worker.audio.bank.feed_many` once for all of them (one set of numpy calls for the whole worker,
 not one per call) and hands each call its audio and events.  Rounds start every `tick_s` wall
-seconds, or sooner once some call has `due_s` of media waiting (a switch running faster than real
-time, as in the fast e2e tests, is followed in media time).  The greenlet exists only while calls
-are registered.
+seconds; sooner when the audio comes faster than real time (a round took more than 1.5 tick's
+worth of media from some call: the next round comes after tick_s / that speed, as in the fast e2e
+tests with the switch at x20), or when a connection read by its own greenlet has `due_s` of media
+waiting.  The greenlet exists only while calls are registered.
 
-The lag reported to `on_lag` (per call and round) runs from the socket read of the round's first
-frame of that call to the end of the bank's analysis of it.
+The lag reported to `on_lag` (per call and round) runs from the moment the round's first frame
+of that call was known to be in the socket at the latest (hub reads: the previous read that found
+the socket drained; an upper bound) to the end of the bank's analysis of it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1        # wall seconds between rounds (the worker reads AUDIO_HUB_TICK_S)
 DUE_S = 0.2         # media seconds waiting in one call that start a round before the tick
 MAX_FEED_S = 2.0    # media seconds of one call analysed per round at most
+FAST_SPEED = 1.5    # media seconds per wall second above which rounds come faster than tick_s
+MIN_TICK_S = 0.002  # ... but never more often than this
 
 
 class AudioSink(Protocol):
@@ -59,6 +64,7 @@ class AudioHub:
         self.on_lag = on_lag
         self.rounds = 0
         self.frames = 0
+        self.round_media = 0.0   # the most media seconds one call brought in the last round
         self._sinks: dict[int, AudioSink] = {}
         self._due = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
@@ -89,15 +95,19 @@ class AudioHub:
     # -- the loop -------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            next_at = time.monotonic()
+            next_at = previous = time.monotonic()
             while self._sinks:
                 self._due.wait(max(0.0, next_at - time.monotonic()))
                 self._due.clear()
-                next_at = time.monotonic() + self.tick_s
+                start = time.monotonic()
                 try:
                     self.run_once()
                 except Exception:  # noqa: BLE001 - one bad round must not stop every call's audio
                     log.exception("audio hub: round failed")
+                speed = self.round_media / max(start - previous, 1e-3)
+                previous = start
+                wait = self.tick_s / speed if speed > FAST_SPEED else self.tick_s
+                next_at = start + max(MIN_TICK_S, wait)
                 gevent.sleep(0)    # the calls' own greenlets run between rounds, even when behind
         finally:
             if gevent.getcurrent() is self._loop:
@@ -107,17 +117,22 @@ class AudioHub:
         """One round over every registered call; returns the frames analysed."""
         takes: list[tuple[AudioSink, Any, bytes, float, Any, bool]] = []
         items: list[tuple[Any, bytes]] = []
+        media = 0.0
         for sink in list(self._sinks.values()):
             stream = sink.fork_stream
             if stream is None:
                 continue
-            chunk, arrival, closed = stream.take(int(self.max_feed_s * _bytes_per_s(sink)))
+            stream.poll()
+            bytes_per_s = _bytes_per_s(sink)
+            chunk, arrival, closed = stream.take(int(self.max_feed_s * bytes_per_s))
             if not chunk and not closed:
                 continue
+            media = max(media, len(chunk) / bytes_per_s)
             det = sink.detector
             takes.append((sink, stream, chunk, arrival, det, closed))
             if det is not None and chunk:
                 items.append((det, chunk))
+        self.round_media = media
         if not takes:
             return 0
         results = iter(feed_many(items)) if items else iter(())
