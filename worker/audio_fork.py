@@ -143,6 +143,32 @@ class WsFrameParser:
         self._pos = end
         return WsFrame(bool(b0 & 0x80), opcode, payload)
 
+    def binary_run(self) -> list[bytes]:
+        """Payloads of the complete final masked BINARY frames at the head of the buffer (mod_audio_fork's
+        20 ms frames), parsed without building frames; stops at anything else (next_frame() handles
+        that, errors included)."""
+        buf, pos, end_buf = self._buf, self._pos, len(self._buf)
+        out: list[bytes] = []
+        while end_buf - pos >= 6:
+            b1 = buf[pos + 1]
+            if buf[pos] != 0x82 or b1 < 0x80:  # FIN + BINARY, masked
+                break
+            length = b1 & 0x7F
+            if length < 126:
+                hdr = pos + 2
+            elif length == 126 and end_buf - pos >= 8:
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                hdr = pos + 4
+            else:
+                break
+            end = hdr + 4 + length
+            if end > end_buf or length > self._max:
+                break
+            out.append(_unmask(bytes(buf[hdr : hdr + 4]), bytes(buf[hdr + 4 : end])))
+            pos = end
+        self._pos = pos
+        return out
+
     def frames(self) -> Iterator[WsFrame]:
         while (frame := self.next_frame()) is not None:
             yield frame
@@ -267,6 +293,7 @@ class ForkStream:
         self._closed = False  # the end marker is "queued" after the items
         self._want = 1  # bytes the waiting consumer needs before it is woken
         self._ready = gevent.event.Event()  # set by the reader once _want bytes (or the end) are in
+        self._waiting = False  # a consumer waits on _ready
         self._max = max_frames
         self._space = gevent.event.Event()  # set by get() when the queue has room again
         self._stalled = False  # the consumer let a backpressure wait time out
@@ -284,11 +311,13 @@ class ForkStream:
         if self._bytes >= want or self._closed:
             return True
         self._want = want
+        self._waiting = True
         self._ready.clear()
         try:
             return self._ready.wait(timeout)
         finally:
             self._want = 1
+            self._waiting = False
 
     def _taken(self) -> None:
         if len(self._items) < self._max:
@@ -371,7 +400,7 @@ class ForkStream:
 
     # -- fed by the connection --------------------------------------------------
     def _put(self, data: bytes, arrival: float) -> None:
-        if self.ended.is_set():
+        if self._closed:
             return
         self.frames_received += 1
         self.bytes_received += len(data)
@@ -390,11 +419,12 @@ class ForkStream:
                 log.warning("call %s: audio consumer too slow, %s frames dropped", self.call_id, self.dropped)
         items.append((data, arrival))
         self._bytes += len(data)
-        if self._bytes >= self._want:
+        if self._waiting and self._bytes >= self._want:
             self._ready.set()
         notify = self._notify
-        if notify is not None and self._bytes >= self._notify_want and not notify.is_set():
-            notify.set()
+        if notify is not None and self._reader is None and self._bytes >= self._notify_want:
+            if not notify.is_set():
+                notify.set()
 
     def _end(self, code: int | None) -> None:
         if not self.ended.is_set():
@@ -465,7 +495,15 @@ class _Reader:
         """Every complete frame buffered -> the stream; True once the connection is over (`code`)."""
         stream, conn, parser = self.stream, self.conn, self.parser
         try:
-            while (frame := parser.next_frame()) is not None:
+            while True:
+                if self._op is None:  # the usual traffic first: whole binary frames, in a tight loop
+                    put, arrival = stream._put, self.arrival
+                    for payload in parser.binary_run():
+                        if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
+                            put(payload, arrival)
+                frame = parser.next_frame()
+                if frame is None:
+                    break
                 fin, op, payload = frame
                 if op == OP_BINARY and fin and self._op is None:  # the usual case: one 20 ms frame
                     if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
