@@ -9,7 +9,10 @@
 
 A small RFC 6455 server on gevent's StreamServer: one greenlet per fork, no
 thread, a few KiB per connection, so hundreds of concurrent 20 ms streams stay
-cheap.  The upgrade selects subprotocol `audio.drachtio.org` when offered (FS
+cheap.  With `hub_reads=True` (the worker) that greenlet only does the
+handshake: the audio hub reads every fork in its rounds (`stream.poll()`, one
+non-blocking read per call and round, then `stream.take()`), so a worker pays
+no greenlet wake-up per 20 ms frame.  The upgrade selects subprotocol `audio.drachtio.org` when offered (FS
 also works without one, freeswitch.md §4.3).  The first TEXT frame is the
 metadata (JSON); binary frames are passed on as they come (the consumer
 re-chunks to 20 ms); later TEXT frames go to `stream.texts`.  A connection for
