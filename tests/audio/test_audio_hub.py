@@ -242,3 +242,24 @@ def test_bad_hub_settings():
         AudioHub(tick_s=0)
     with pytest.raises(ValueError):
         af.ForkServer("127.0.0.1:0", read_pace_s=-1)
+
+
+def test_a_broken_detector_does_not_cost_any_call_its_audio(server, hub):
+    """A detector bug (here: a detector without its classifier) loses that round's events, but every
+    call still gets its audio, its media time and its close."""
+    broken = HoldDetector()
+    broken.classifier = None  # type: ignore[assignment]
+    sinks = [Sink("c6", server.expect("c6"), broken), Sink("c7", server.expect("c7"), HoldDetector())]
+    for sink in sinks:
+        hub.add(sink)
+    clients = [Client(server.port, sink.call_id) for sink in sinks]
+    audio = prompt_pcm(8000)[: 320 * 100]
+    for i in range(0, len(audio), 320):
+        for client in clients:
+            client.send(af.OP_BINARY, audio[i:i + 320])
+    for client in clients:
+        client.send(af.OP_CLOSE, struct.pack("!H", 1000))
+    for sink, client in zip(sinks, clients, strict=True):
+        assert sink.closed.wait(WAIT_S)
+        assert bytes(sink.audio) == audio
+        client.close()
