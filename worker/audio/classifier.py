@@ -57,6 +57,7 @@ class FrameBlock:
     words: list[int]               # fingerprint word per frame
     shape_db: np.ndarray           # (N, bands) spectral shape per frame (voice profiles)
     tone_events: list[tuple[int, ToneEvent]]   # (frame index in block, event)
+    active_mask: np.ndarray | None = None      # `active` as a bool array
 
 
 class FrameClassifier:
@@ -98,8 +99,12 @@ def process_stacked(classifiers: Sequence[FrameClassifier], frames: np.ndarray) 
     power = np.power(10.0, e / 10.0)
     pw = np.empty((k_streams, FLOOR_SMOOTH - 1 + n), dtype=power.dtype)
     pw[:, FLOOR_SMOOTH - 1:] = power
-    for k, c in enumerate(classifiers):       # the call's first frames: no past yet
-        pw[k, :FLOOR_SMOOTH - 1] = power[k, :1] if c._p_hist is None else c._p_hist
+    p_hists = [c._p_hist for c in classifiers]
+    if all(h is not None for h in p_hists):
+        pw[:, :FLOOR_SMOOTH - 1] = np.array(p_hists)
+    else:
+        for k, h in enumerate(p_hists):       # the call's first frames: no past yet
+            pw[k, :FLOOR_SMOOTH - 1] = power[k, :1] if h is None else h
     smooth = 10.0 * np.log10(_rolling_mean(pw, FLOOR_SMOOTH) + 1e-10)
     e_floor = np.where(smooth < p.lost_frame_db, np.inf, smooth)
     ext = np.concatenate([_gather(classifiers, "_e_hist"), e_floor], axis=1)
@@ -132,7 +137,7 @@ def process_stacked(classifiers: Sequence[FrameClassifier], frames: np.ndarray) 
     sound_idx = np.where(active & (codes2 == NONE), idx, -1)
     last0 = np.array([c._last_sound for c in classifiers])
     last_sound = np.maximum.accumulate(np.concatenate([last0[:, None], sound_idx], axis=1), axis=1)[:, :-1]
-    q = np.concatenate([np.stack([c._quiet_tail for c in classifiers]), idx - last_sound - 1], axis=1)
+    q = np.concatenate([_gather(classifiers, "_quiet_tail"), idx - last_sound - 1], axis=1)
     # a tone's first frame or two are partly silence: look past them
     quiet = np.maximum(np.maximum(q[:, 2:], q[:, 1:-1]), q[:, :-2])
     new_last = np.maximum(last0, sound_idx.max(axis=1)).tolist()
@@ -181,13 +186,13 @@ def process_stacked(classifiers: Sequence[FrameClassifier], frames: np.ndarray) 
                     label_list[j] = ""      # maybe a tone: keep the state as it is until the cadence tells
         c.index += n
         blocks.append(FrameBlock(start, label_list, active_all[k], speech_all[k], tone_list, energy_all[k],
-                                 flux_all[k], words_all[k], shape3[k], events))
+                                 flux_all[k], words_all[k], shape3[k], events, active[k]))
     return blocks
 
 
 def _gather(classifiers: Sequence[FrameClassifier], name: str) -> np.ndarray:
     """The named history of each stream, one row per stream."""
-    return np.stack([getattr(c, name) for c in classifiers])
+    return np.array([getattr(c, name) for c in classifiers])   # (faster than np.stack, same rows)
 
 
 def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:

@@ -145,11 +145,12 @@ class HoldDetector:
 
     def _step_block(self, block: FrameBlock) -> list[DetectorEvent]:
         """The per-frame part: hysteresis, tone events and the human decision, frame by frame."""
-        self.decider.load(block.start, block.shape_db, np.asarray(block.active))
+        mask = block.active_mask if block.active_mask is not None else np.asarray(block.active)
+        self.decider.load(block.start, block.shape_db, mask)
         decider, hyst = self.decider, self.hysteresis
         events: list[DetectorEvent] = []
         tone_at: dict[int, list] = {}
-        for j, tev in block.tone_events:
+        for j, tev in block.tone_events:     # (usually none)
             tone_at.setdefault(j, []).append(tev)
         labels, active, tone = block.labels, block.active, block.tone
         words, energy, flux = block.words, block.energy_db, block.flux

@@ -135,8 +135,6 @@ def compute_stacked(extractors: Sequence[FeatureExtractor], frames: np.ndarray) 
     prev[:, 0] = [mag3[k, 0] if e._prev_spec is None else e._prev_spec for k, e in enumerate(extractors)]
     flux = 1.0 - np.sum(mag * prev.reshape(count, -1), axis=1)
     last = mag3[:, -1].copy()
-    for k, e in enumerate(extractors):
-        e._prev_spec = last[k]
 
     bands = np.add.reduceat(band[:, ex._band_lo:ex._band_hi], ex._band_starts, axis=1)
     per_bin = bands / ex.band_bins
@@ -170,16 +168,21 @@ def compute_stacked(extractors: Sequence[FeatureExtractor], frames: np.ndarray) 
     bands3 = bands.reshape(k_streams, n, -1)
     ext = np.empty((k_streams, keep + n, bands.shape[1]), dtype=bands.dtype)
     ext[:, keep:] = bands3
-    for k, e in enumerate(extractors):
-        ext[k, :keep] = bands3[k, :1] if e._fp_hist is None else e._fp_hist
+    hists = [e._fp_hist for e in extractors]
+    if all(h is not None for h in hists):      # (every stream past its first block)
+        ext[:, :keep] = np.array(hists)
+    else:
+        for k, h in enumerate(hists):
+            ext[k, :keep] = bands3[k, :1] if h is None else h
     rows_out = keep + n - FP_SPAN + 1
     summed = ext[:, 0:rows_out].copy()       # row k: ext[k:k + FP_SPAN], summed the same way in any
     for d in range(1, FP_SPAN):              # split of the stream (no running sums)
         summed += ext[:, d:d + rows_out]
     smooth = np.log(summed + 1e-9)
     tail = ext[:, -keep:].copy()
-    for k, e in enumerate(extractors):
-        e._fp_hist = tail[k]
+    for e, spec_k, hist_k in zip(extractors, last, tail, strict=True):   # scatter the histories back
+        e._prev_spec = spec_k
+        e._fp_hist = hist_k
     dfreq_all = smooth[:, :, 1:] - smooth[:, :, :-1]
     dfreq = dfreq_all[:, FP_LAG:FP_LAG + n]      # windows ending at each frame of the block
     prevd = dfreq_all[:, :n]                     # ... and FP_LAG frames earlier
