@@ -40,6 +40,7 @@ from worker.stt import make_transcriber  # noqa: E402
 log = logging.getLogger("worker")
 
 HUB_TICK_S = 0.1             # wall seconds between audio hub rounds (env AUDIO_HUB_TICK_S)
+HUB_MAX_FEED_S = 2.0         # media seconds of one call analysed per round at most (env AUDIO_HUB_MAX_FEED_S)
 READ_PACE_S = 0.05           # with AUDIO_FORK_HUB_READS=0 (each fork read by its own greenlet): seconds of
                              # audio each read waits for (env AUDIO_FORK_READ_PACE_S; 0: read when readable)
 ESL_READY_WAIT_S = 10.0      # seconds to wait for a first switch before taking jobs anyway (they retry)
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     prompts.warm()
 
     lag = LagStats()
-    hub = AudioHub(tick_s=_env_seconds("AUDIO_HUB_TICK_S", HUB_TICK_S) or HUB_TICK_S, on_lag=lag.add)
+    hub = AudioHub(tick_s=_env_seconds("AUDIO_HUB_TICK_S", HUB_TICK_S) or HUB_TICK_S,
+                   max_feed_s=_env_seconds("AUDIO_HUB_MAX_FEED_S", HUB_MAX_FEED_S) or HUB_MAX_FEED_S,
+                   on_lag=lag.add)
     rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
                  worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
                  esl_pool=pool, on_lag=lag.add, transcriber_factory=lambda: make_transcriber(settings),
