@@ -7,7 +7,11 @@ The audio is real: Debian opsound hold music with asterisk prompts between
 60 s of frames per call (as replay does), 1 s per call, 100 ms per call (as
 the worker job hands over what the audio fork delivered), and one 20 ms frame
 per call (the fork's packet; the detector batches 10 frames before analysing,
-see DetectorParams.batch_frames).  CPU is process time on one
+see DetectorParams.batch_frames).  Bank rows: K streams analysed together
+(worker.audio.bank.feed_many, as the worker's audio hub runs them), each fed
+100 ms per round (5 frames; "4-6 frames" rounds draw each stream's count at
+random, as real-time arrival gives), every stream starting at another point of
+the call so no two streams are alike.  CPU is process time on one
 thread, the fastest of --repeat runs; memory is what tracemalloc sees
 allocated per open stream.
 Prints a markdown table; writes nothing.
@@ -31,6 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from worker.audio.bank import feed_many  # noqa: E402
 from worker.audio.detector import HoldDetector  # noqa: E402
 
 MOH = "/usr/share/asterisk/moh"
@@ -67,6 +72,30 @@ def cpu_run(data: bytes, rate: int, frames_per_feed: int) -> tuple[float, int]:
     return time.process_time() - t0, len(data) // det.frame_bytes
 
 
+def bank_run(data: bytes, rate: int, streams: int, seconds: float, jitter: bool) -> tuple[float, int]:
+    """K streams through feed_many, 100 ms (or 4-6 frames) per stream per round; (CPU s, frames)."""
+    dets = [HoldDetector(sample_rate=rate) for _ in range(streams)]
+    fb = dets[0].frame_bytes
+    total = len(data) // fb
+    starts = [(k * 2917) % total * fb for k in range(streams)]      # another point of the call each
+    audio = [data[s:] + data[:s] for s in starts]
+    rng = np.random.default_rng(1)
+    pos = [0] * streams
+    end = int(seconds * 50) * fb
+    frames = 0
+    t0 = time.process_time()
+    while pos[0] < end:
+        counts = rng.integers(4, 7, streams) if jitter else np.full(streams, 5)
+        items = []
+        for k, det in enumerate(dets):
+            size = int(counts[k]) * fb
+            items.append((det, audio[k][pos[k]:pos[k] + size]))
+            pos[k] += size
+            frames += int(counts[k])
+        feed_many(items)
+    return time.process_time() - t0, frames
+
+
 def memory_per_stream(data: bytes, rate: int, streams: int) -> float:
     warm = data[: 10 * rate * 2]            # 10 s into each call: histories are full
     tracemalloc.start()
@@ -87,6 +116,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120.0, help="audio per measurement")
     ap.add_argument("--streams", type=int, default=50, help="streams for the memory measurement")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest counts")
+    ap.add_argument("--bank", default="50,200,500", help="stream counts for the bank rows ('' for none)")
+    ap.add_argument("--bank-seconds", type=float, default=20.0, help="audio per stream in the bank rows")
     a = ap.parse_args()
     print("| rate | feeding | audio s | CPU s | real-time factor (1 core) | CPU per 20 ms frame "
           "| memory per stream |")
@@ -101,6 +132,14 @@ def main() -> int:
             audio = frames * 0.02
             print(f"| {rate} Hz | {label} | {audio:.0f} | {cpu:.3f} | {audio / cpu:,.0f}x | "
                   f"{cpu / frames * 1e6:.1f} µs | {mem / 1024:.0f} KiB |")
+        for k in [int(v) for v in a.bank.split(",") if v.strip()]:
+            for jitter in (False, True):
+                label = f"bank of {k} streams, {'4-6 frames' if jitter else '100 ms'} per stream per round"
+                runs = [bank_run(data, rate, k, a.bank_seconds, jitter) for _ in range(a.repeat)]
+                cpu, frames = min(runs)
+                audio = frames * 0.02
+                print(f"| {rate} Hz | {label} | {audio:.0f} | {cpu:.3f} | {audio / cpu:,.0f}x | "
+                      f"{cpu / frames * 1e6:.1f} µs | {mem / 1024:.0f} KiB |")
     return 0
 
 

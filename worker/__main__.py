@@ -7,7 +7,10 @@ monkey.patch_all()
 Reads Settings from the environment (REDIS_URL, DATABASE_URL, ESL_HOSTS,
 ESL_PASSWORD, AUDIO_FORK_BIND, AUDIO_FORK_PUBLIC_HOST, ...; PROMPTS_DIR for the
 rendered prompts, a directory the switch can read too), then runs: the ESL pool
-(one connection per FreeSWITCH), the audio-fork WebSocket endpoint, the control
+(one connection per FreeSWITCH), the audio-fork WebSocket endpoint, the audio
+hub (a round every AUDIO_HUB_TICK_S reads every call's fork socket and runs all
+calls' audio through one detector bank; AUDIO_FORK_HUB_READS=0: each fork is
+read by its own greenlet instead, about every AUDIO_FORK_READ_PACE_S), the control
 channel hub, the reaper, and the GeventWorker on Settings.queue_name.  Prints
 `worker: listening on queue <q> as <id>` once it takes jobs.  SIGTERM/SIGINT:
 warm shutdown (see worker/runner.py); a second signal: cold.
@@ -26,6 +29,7 @@ import gevent  # noqa: E402
 import redis  # noqa: E402
 
 from worker import db, events, job  # noqa: E402
+from worker.audio_hub import AudioHub  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.prompts import Prompts  # noqa: E402
 from worker.reaper import Reaper  # noqa: E402
@@ -35,6 +39,10 @@ from worker.stt import make_transcriber  # noqa: E402
 
 log = logging.getLogger("worker")
 
+HUB_TICK_S = 0.1             # wall seconds between audio hub rounds (env AUDIO_HUB_TICK_S)
+HUB_MAX_FEED_S = 2.0         # media seconds of one call analysed per round at most (env AUDIO_HUB_MAX_FEED_S)
+READ_PACE_S = 0.05           # with AUDIO_FORK_HUB_READS=0 (each fork read by its own greenlet): seconds of
+                             # audio each read waits for (env AUDIO_FORK_READ_PACE_S; 0: read when readable)
 ESL_READY_WAIT_S = 10.0      # seconds to wait for a first switch before taking jobs anyway (they retry)
 LAG_SAMPLES = 20000          # frames kept for the lag percentiles in hs:stats:<worker> (bench, ops)
 STATS_TTL_S = 300            # seconds hs:stats:<worker> outlives the worker
@@ -64,6 +72,17 @@ class LagStats:
             conn.expire(key, STATS_TTL_S)
         except redis.exceptions.RedisError as exc:
             log.debug("stats not written: %s", exc)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"worker: {name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"worker: {name} must be >= 0, got {raw!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,18 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     if not pool.wait_ready(ESL_READY_WAIT_S):
         log.warning("worker %s: no FreeSWITCH reachable yet at %s; retrying in the background",
                     worker_id, ",".join(settings.esl_hosts))
-    fork = ForkServer(bind=settings.audio_fork_bind, public_host=settings.audio_fork_public_host)
+    hub_reads = os.environ.get("AUDIO_FORK_HUB_READS", "1").strip().lower() not in ("0", "false", "no")
+    fork = ForkServer(bind=settings.audio_fork_bind, public_host=settings.audio_fork_public_host,
+                      read_pace_s=_env_seconds("AUDIO_FORK_READ_PACE_S", READ_PACE_S), hub_reads=hub_reads)
     fork.start()
     prompts = Prompts(os.environ.get("PROMPTS_DIR", "prompts"))
     prompts.warm()
 
     lag = LagStats()
+    hub = AudioHub(tick_s=_env_seconds("AUDIO_HUB_TICK_S", HUB_TICK_S) or HUB_TICK_S,
+                   max_feed_s=_env_seconds("AUDIO_HUB_MAX_FEED_S", HUB_MAX_FEED_S) or HUB_MAX_FEED_S,
+                   on_lag=lag.add)
     rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
                  worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
-                 esl_pool=pool, on_lag=lag.add, transcriber_factory=lambda: make_transcriber(settings))
+                 esl_pool=pool, on_lag=lag.add, transcriber_factory=lambda: make_transcriber(settings),
+                 audio_hub=hub)
     job.install(rt)
-    hub = job.ControlHub(conn, rt)
-    hub.start()
+    control = job.ControlHub(conn, rt)
+    control.start()
     reaper = Reaper(conn, pool.clients, worker_id, settings.worker_heartbeat_s,
                     publish=lambda cid, t, d: events.publish(conn, cid, t, d),
                     is_mine=lambda cid: cid in rt.active,
@@ -150,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner.join()
     finally:
-        hub.stop()
+        control.stop()
         job.install(None)
-        for stop in (getattr(fork, "stop", None), pool.close):
+        for stop in (hub.stop, getattr(fork, "stop", None), pool.close):
             if stop is not None:
                 try:
                     stop()

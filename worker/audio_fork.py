@@ -9,7 +9,10 @@
 
 A small RFC 6455 server on gevent's StreamServer: one greenlet per fork, no
 thread, a few KiB per connection, so hundreds of concurrent 20 ms streams stay
-cheap.  The upgrade selects subprotocol `audio.drachtio.org` when offered (FS
+cheap.  With `hub_reads=True` (the worker) that greenlet only does the
+handshake: the audio hub reads every fork in its rounds (`stream.poll()`, one
+non-blocking read per call and round, then `stream.take()`), so a worker pays
+no greenlet wake-up per 20 ms frame.  The upgrade selects subprotocol `audio.drachtio.org` when offered (FS
 also works without one, freeswitch.md §4.3).  The first TEXT frame is the
 metadata (JSON); binary frames are passed on as they come (the consumer
 re-chunks to 20 ms); later TEXT frames go to `stream.texts`.  A connection for
@@ -23,13 +26,14 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import struct
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import gevent
@@ -57,6 +61,8 @@ BACKPRESSURE_S = 2.0  # the reader waits this long for a slow consumer, then dro
 MAX_CONNECTIONS = 2000  # concurrent WebSocket connections per server
 READ_CHUNK = 65536
 YIELD_EVERY_RECVS = 8  # the reader yields to the hub after this many recvs that did not wait
+PACE_MIN_S = 0.002  # shortest pause between reads of a paced connection (see ForkServer read_pace_s)
+FRAME_S = 0.02  # one mod_audio_fork binary message: 20 ms of audio
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_POLICY, CLOSE_TOO_BIG = 1000, 1002, 1008, 1009
@@ -71,8 +77,7 @@ class WsProtocolError(Exception):
 
 
 # --- pure framing ----------------------------------------------------------------
-@dataclass(frozen=True)
-class WsFrame:
+class WsFrame(NamedTuple):
     fin: bool
     opcode: int
     payload: bytes
@@ -91,16 +96,26 @@ class WsFrameParser:
 
     def __init__(self, max_payload: int = MAX_MESSAGE_BYTES) -> None:
         self._buf = bytearray()
+        self._pos = 0  # start of the first unparsed frame in _buf (parsed bytes are dropped on feed)
         self._max = max_payload
 
     def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
+
+    @property
+    def buffered(self) -> bytes:
+        """The bytes not parsed yet."""
+        return bytes(self._buf[self._pos :])
 
     def next_frame(self) -> WsFrame | None:
         buf = self._buf
-        if len(buf) < 2:
+        start = self._pos
+        if len(buf) - start < 2:
             return None
-        b0, b1 = buf[0], buf[1]
+        b0, b1 = buf[start], buf[start + 1]
         if b0 & 0x70:
             raise WsProtocolError("reserved bits set (no extension was negotiated)")
         opcode = b0 & 0x0F
@@ -109,27 +124,53 @@ class WsFrameParser:
         if not b1 & 0x80:
             raise WsProtocolError("client frames must be masked")
         length = b1 & 0x7F
-        pos = 2
+        pos = start + 2
         if length == 126:
-            if len(buf) < 4:
+            if len(buf) < start + 4:
                 return None
-            (length,) = struct.unpack_from("!H", buf, 2)
-            pos = 4
+            (length,) = struct.unpack_from("!H", buf, start + 2)
+            pos = start + 4
         elif length == 127:
-            if len(buf) < 10:
+            if len(buf) < start + 10:
                 return None
-            (length,) = struct.unpack_from("!Q", buf, 2)
-            pos = 10
+            (length,) = struct.unpack_from("!Q", buf, start + 2)
+            pos = start + 10
         if opcode >= OP_CLOSE and (length > 125 or not b0 & 0x80):
             raise WsProtocolError("control frames must be short and not fragmented")
         if length > self._max:
             raise WsProtocolError(f"frame of {length} bytes is too big", CLOSE_TOO_BIG)
-        if len(buf) < pos + 4 + length:
+        end = pos + 4 + length
+        if len(buf) < end:
             return None
-        mask = bytes(buf[pos : pos + 4])
-        payload = _unmask(mask, bytes(buf[pos + 4 : pos + 4 + length]))
-        del buf[: pos + 4 + length]
+        payload = _unmask(bytes(buf[pos : pos + 4]), bytes(buf[pos + 4 : end]))
+        self._pos = end
         return WsFrame(bool(b0 & 0x80), opcode, payload)
+
+    def binary_run(self) -> list[bytes]:
+        """Payloads of the complete final masked BINARY frames at the head of the buffer (mod_audio_fork's
+        20 ms frames), parsed without building frames; stops at anything else (next_frame() handles
+        that, errors included)."""
+        buf, pos, end_buf = self._buf, self._pos, len(self._buf)
+        out: list[bytes] = []
+        while end_buf - pos >= 6:
+            b1 = buf[pos + 1]
+            if buf[pos] != 0x82 or b1 < 0x80:  # FIN + BINARY, masked
+                break
+            length = b1 & 0x7F
+            if length < 126:
+                hdr = pos + 2
+            elif length == 126 and end_buf - pos >= 8:
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                hdr = pos + 4
+            else:
+                break
+            end = hdr + 4 + length
+            if end > end_buf or length > self._max:
+                break
+            out.append(_unmask(bytes(buf[hdr : hdr + 4]), bytes(buf[hdr + 4 : end])))
+            pos = end
+        self._pos = pos
+        return out
 
     def frames(self) -> Iterator[WsFrame]:
         while (frame := self.next_frame()) is not None:
@@ -255,11 +296,15 @@ class ForkStream:
         self._closed = False  # the end marker is "queued" after the items
         self._want = 1  # bytes the waiting consumer needs before it is woken
         self._ready = gevent.event.Event()  # set by the reader once _want bytes (or the end) are in
+        self._waiting = False  # a consumer waits on _ready
         self._max = max_frames
         self._space = gevent.event.Event()  # set by get() when the queue has room again
         self._stalled = False  # the consumer let a backpressure wait time out
         self._conn: _Conn | None = None
         self._attached = False
+        self._notify: gevent.event.Event | None = None  # see notify_when
+        self._reader: _Reader | None = None  # hub-read mode: the connection poll() reads
+        self._notify_want = 0
 
     def __repr__(self) -> str:
         return f"ForkStream({self.call_id}, frames={self.frames_received}, ended={self.ended.is_set()})"
@@ -269,11 +314,13 @@ class ForkStream:
         if self._bytes >= want or self._closed:
             return True
         self._want = want
+        self._waiting = True
         self._ready.clear()
         try:
             return self._ready.wait(timeout)
         finally:
             self._want = 1
+            self._waiting = False
 
     def _taken(self) -> None:
         if len(self._items) < self._max:
@@ -303,9 +350,16 @@ class ForkStream:
             self._wait(1, None)
         if self._bytes < want and not self._closed:
             self._wait(want, wait)
+        data, _, closed = self.take(limit)
+        return data, closed or not data
+
+    def take(self, limit: int) -> tuple[bytes, float, bool]:
+        """Never blocks (the audio hub's path): (queued frames, at most `limit` bytes but at least one
+        frame, or b""; perf_counter when the first of them came off the socket; the fork closed
+        and nothing is left)."""
         items = self._items
         if not items:
-            return b"", True
+            return b"", self.last_arrival, self._closed
         data, self.last_arrival = items.popleft()
         parts = [data]
         size = len(data)
@@ -315,7 +369,21 @@ class ForkStream:
             size += len(data)
         self._bytes -= size
         self._taken()
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), self._closed and not items
+        audio = parts[0] if len(parts) == 1 else b"".join(parts)
+        return audio, self.last_arrival, self._closed and not items
+
+    def poll(self) -> None:
+        """Hub-read mode: read whatever arrived on the fork's socket now, without waiting (the hub
+        calls this before `take`).  Nothing to do for a stream its connection's greenlet reads."""
+        reader = self._reader
+        if reader is not None:
+            reader.poll()
+
+    def notify_when(self, event: gevent.event.Event, want: int) -> None:
+        """Set `event` whenever `want` bytes or more are waiting, or the fork closed (the audio hub
+        starts a round early when a call's audio piles up faster than real time)."""
+        self._notify = event
+        self._notify_want = max(1, want)
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.connected.wait(timeout)
@@ -335,12 +403,13 @@ class ForkStream:
 
     # -- fed by the connection --------------------------------------------------
     def _put(self, data: bytes, arrival: float) -> None:
-        if self.ended.is_set():
+        if self._closed:
             return
         self.frames_received += 1
         self.bytes_received += len(data)
         items = self._items
-        if len(items) >= self._max and not self._stalled:
+        if len(items) >= self._max and not self._stalled and self._reader is None:
+            # (in hub-read mode the hub itself is the reader: it never waits, it reads less instead)
             # Backpressure first: the reader stops reading, TCP pushes back on the sender.
             self._space.clear()
             if not self._space.wait(BACKPRESSURE_S):
@@ -353,8 +422,12 @@ class ForkStream:
                 log.warning("call %s: audio consumer too slow, %s frames dropped", self.call_id, self.dropped)
         items.append((data, arrival))
         self._bytes += len(data)
-        if self._bytes >= self._want:
+        if self._waiting and self._bytes >= self._want:
             self._ready.set()
+        notify = self._notify
+        if notify is not None and self._reader is None and self._bytes >= self._notify_want:
+            if not notify.is_set():
+                notify.set()
 
     def _end(self, code: int | None) -> None:
         if not self.ended.is_set():
@@ -362,6 +435,8 @@ class ForkStream:
             self.ended.set()
             self._closed = True
             self._ready.set()
+            if self._notify is not None:
+                self._notify.set()
 
 
 class _Conn:
@@ -394,6 +469,121 @@ class _Conn:
                 pass
 
 
+class _Reader:
+    """One connection's WebSocket traffic -> its stream: parsing, message reassembly, ping and close.
+
+    Fed by the connection's own greenlet (`ForkServer._pump`) or, in hub-read mode, by the audio
+    hub's rounds (`poll`: one non-blocking read per round, no greenlet wake-up per frame)."""
+
+    def __init__(self, sock: Any, conn: _Conn, stream: ForkStream, rest: bytes) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.stream = stream
+        self.parser = WsFrameParser()
+        self.parser.feed(rest)
+        self.arrival = time.perf_counter()  # when the bytes being parsed came off the socket (lag)
+        self.last_read = self.arrival  # when the socket was last found drained (hub-read mode)
+        self.last_data = time.monotonic()  # idle timeout
+        self.code: int | None = None  # close code once over
+        self.over = False
+        self._op: int | None = None  # opcode of the message being reassembled
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes, arrival: float) -> None:
+        self.arrival = arrival
+        self.parser.feed(data)
+
+    def handle(self) -> bool:
+        """Every complete frame buffered -> the stream; True once the connection is over (`code`)."""
+        stream, conn, parser = self.stream, self.conn, self.parser
+        try:
+            while True:
+                if self._op is None:  # the usual traffic first: whole binary frames, in a tight loop
+                    put, arrival = stream._put, self.arrival
+                    for payload in parser.binary_run():
+                        if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
+                            put(payload, arrival)
+                frame = parser.next_frame()
+                if frame is None:
+                    break
+                fin, op, payload = frame
+                if op == OP_BINARY and fin and self._op is None:  # the usual case: one 20 ms frame
+                    if payload:  # an empty frame is mod_audio_fork's graceful-shutdown marker
+                        stream._put(payload, self.arrival)
+                    continue
+                if op == OP_PING:
+                    conn.send(encode_frame(OP_PONG, payload))
+                    continue
+                if op == OP_PONG:
+                    continue
+                if op == OP_CLOSE:
+                    self.code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    conn.close(CLOSE_NORMAL)  # echo the close (RFC 6455 §5.5.1)
+                    self.over = True
+                    return True
+                if op == OP_CONT:
+                    if self._op is None:
+                        raise WsProtocolError("continuation frame without a message")
+                else:
+                    if self._op is not None:
+                        raise WsProtocolError("new message inside a fragmented one")
+                    self._op = op
+                self._parts.append(payload)
+                self._size += len(payload)
+                if self._size > MAX_MESSAGE_BYTES:
+                    raise WsProtocolError("message too big", CLOSE_TOO_BIG)
+                if not fin:
+                    continue
+                parts = self._parts
+                ForkServer._deliver(stream, self._op, parts[0] if len(parts) == 1 else b"".join(parts),
+                                    self.arrival)
+                self._op, self._parts, self._size = None, [], 0
+        except WsProtocolError as exc:
+            log.warning("call %s: audio fork protocol error: %s", stream.call_id, exc)
+            conn.close(exc.code, str(exc)[:100])
+            self.code = exc.code
+            self.over = True
+            return True
+        return False
+
+    def poll(self) -> None:
+        """Hub-read mode: read what the socket holds without waiting, pass it on; end the stream when
+        the connection is over (close, EOF, protocol error, idle)."""
+        stream = self.stream
+        if self.over or stream.ended.is_set():
+            return
+        if len(stream._items) >= stream._max // 2:
+            return  # the consumer is behind: leave the bytes in the socket, TCP pushes back
+        now = time.perf_counter()
+        try:
+            data = os.read(self.sock.fileno(), READ_CHUNK)  # the fd is non-blocking (gevent)
+        except BlockingIOError:
+            self.last_read = now
+            if time.monotonic() - self.last_data > IDLE_TIMEOUT_S:
+                log.warning("call %s: audio fork idle for %ss, closing", stream.call_id, IDLE_TIMEOUT_S)
+                self.conn.close(CLOSE_POLICY, "idle")
+                self._finish(None)
+            return
+        except OSError:
+            self._finish(None)
+            return
+        if not data:
+            self._finish(None)
+            return
+        self.last_data = time.monotonic()
+        # lag clock: these bytes arrived after the socket was last found drained
+        self.feed(data, self.last_read)
+        self.last_read = now if len(data) < READ_CHUNK else self.last_read
+        if self.handle():
+            self._finish(self.code)
+
+    def _finish(self, code: int | None) -> None:
+        self.over = True
+        self.code = code
+        self.stream._end(code)
+
+
 class ForkServer:
     """The endpoint.  See the module docstring and CONTRACTS.md "Audio fork endpoint"."""
 
@@ -404,8 +594,19 @@ class ForkServer:
         path: str = AUDIO_FORK_PATH,
         max_connections: int = MAX_CONNECTIONS,
         max_frames: int = STREAM_MAX_FRAMES,
+        read_pace_s: float = 0.0,
+        hub_reads: bool = False,
     ) -> None:
         self.max_frames = max_frames
+        # True: the audio hub reads every connection in its rounds (ForkStream.poll), no greenlet per
+        # read; a stream nobody polls is then never read.  False: each connection's greenlet reads.
+        self.hub_reads = hub_reads
+        # > 0: each connection reads about every read_pace_s of audio (several frames per recv and one
+        # wake-up per read, not one per 20 ms frame); the pause follows the sender's rate, so a switch
+        # running faster than real time is read as often as needed.  0: read as soon as readable.
+        if read_pace_s < 0:
+            raise ValueError(f"read_pace_s must be >= 0, got {read_pace_s}")
+        self.read_pace_s = read_pace_s
         host, sep, port = bind.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"audio fork bind must be host:port, got {bind!r}")
@@ -416,8 +617,9 @@ class ForkServer:
         self._server = StreamServer(self._bind, self._handle, spawn=Pool(max_connections))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ForkServer:
-        return cls(settings.audio_fork_bind, settings.audio_fork_public_host)
+    def from_settings(cls, settings: Any, read_pace_s: float = 0.0, hub_reads: bool = False) -> ForkServer:
+        return cls(settings.audio_fork_bind, settings.audio_fork_public_host, read_pace_s=read_pace_s,
+                   hub_reads=hub_reads)
 
     def start(self) -> ForkServer:
         self._server.start()
@@ -508,11 +710,16 @@ class ForkServer:
         stream._conn = conn
         stream.connected.set()
         log.info("call %s: audio fork connected (protocols %s)", call_id, req.protocols)
+        reader = _Reader(sock, conn, stream, rest)
         code: int | None = None
         try:
-            code = self._pump(sock, conn, stream, rest)
+            if self.hub_reads:
+                code = self._await_hub(sock, conn, stream, reader)
+            else:
+                code = self._pump(sock, conn, stream, reader)
         finally:
             stream._conn = None
+            stream._reader = None
             stream._end(code)
             log.info(
                 "call %s: audio fork ended (code %s, %s frames, %s dropped)",
@@ -522,51 +729,40 @@ class ForkServer:
                 stream.dropped,
             )
 
-    def _pump(self, sock: Any, conn: _Conn, stream: ForkStream, rest: bytes) -> int | None:
-        parser = WsFrameParser()
-        parser.feed(rest)
+    def _await_hub(self, sock: Any, conn: _Conn, stream: ForkStream, reader: _Reader) -> int | None:
+        """Hub-read mode: the audio hub reads this socket in its rounds (ForkStream.poll); this
+        greenlet only waits for the end and, when we closed first, for the peer's close."""
+        if reader.handle():  # frames that came with the upgrade request
+            return reader.code
+        stream._reader = reader
+        stream.ended.wait()
+        if reader.over:
+            return reader.code
+        if conn.close_sent:  # we closed (release): wait for the peer's close, briefly
+            self._drain(sock, reader.parser.buffered)
+        return stream.close_code or CLOSE_NORMAL
+
+    def _pump(self, sock: Any, conn: _Conn, stream: ForkStream, reader: _Reader) -> int | None:
         sock.settimeout(IDLE_TIMEOUT_S)
-        message_op: int | None = None
-        parts: list[bytes] = []
-        size = 0
-        arrival = time.perf_counter()  # when the bytes being parsed came off the socket (lag metric)
         busy = 0  # recvs in a row that found data waiting (they never yield to the hub)
+        pace_max = self.read_pace_s
+        pace = pace_max  # the pause before the next read (paced connections)
+        target = max(1.0, pace_max / FRAME_S)  # messages one paced read should find
+        seen = 0  # stream.frames_received at the last read
+        data = b""
         while True:
-            try:
-                for frame in parser.frames():
-                    op = frame.opcode
-                    if op == OP_PING:
-                        conn.send(encode_frame(OP_PONG, frame.payload))
-                        continue
-                    if op == OP_PONG:
-                        continue
-                    if op == OP_CLOSE:
-                        code = struct.unpack("!H", frame.payload[:2])[0] if len(frame.payload) >= 2 else None
-                        conn.close(CLOSE_NORMAL)  # echo the close (RFC 6455 §5.5.1)
-                        return code
-                    if op == OP_CONT:
-                        if message_op is None:
-                            raise WsProtocolError("continuation frame without a message")
-                    else:
-                        if message_op is not None:
-                            raise WsProtocolError("new message inside a fragmented one")
-                        message_op = op
-                    parts.append(frame.payload)
-                    size += len(frame.payload)
-                    if size > MAX_MESSAGE_BYTES:
-                        raise WsProtocolError("message too big", CLOSE_TOO_BIG)
-                    if not frame.fin:
-                        continue
-                    payload = parts[0] if len(parts) == 1 else b"".join(parts)
-                    self._deliver(stream, message_op, payload, arrival)
-                    message_op, parts, size = None, [], 0
-            except WsProtocolError as exc:
-                log.warning("call %s: audio fork protocol error: %s", stream.call_id, exc)
-                conn.close(exc.code, str(exc)[:100])
-                return exc.code
+            if reader.handle():
+                return reader.code
             if conn.close_sent:  # we closed (release): wait for the peer's close, briefly
-                self._drain(sock, b"")
+                self._drain(sock, reader.parser.buffered)
                 return stream.close_code or CLOSE_NORMAL
+            read_from = time.perf_counter()  # the socket was just drained: later bytes came after this
+            if pace_max and len(data) < READ_CHUNK:
+                got = stream.frames_received - seen
+                seen = stream.frames_received
+                if got:  # the last read brought audio: wait until about `target` messages are in
+                    pace = min(pace_max, max(PACE_MIN_S, pace * target / got))
+                    gevent.sleep(pace)
             try:
                 data = sock.recv(READ_CHUNK)
             except TimeoutError:
@@ -577,8 +773,8 @@ class ForkServer:
                 return None
             if not data:
                 return None
-            arrival = time.perf_counter()
-            parser.feed(data)
+            # lag clock: a paced read finds bytes that waited in the socket since its last read
+            reader.feed(data, read_from if pace_max else time.perf_counter())
             # A recv that finds data never yields: a fast sender must not starve the consumers.  At
             # real time a recv usually waits (and so yields), so this extra switch is rarely needed.
             busy += 1

@@ -4,7 +4,8 @@ A session owns up to two legs on one switch (the company leg U and the desk leg
 D) and three helper greenlets that feed one inbox:
 
 * the ESL pump: events for U and D (subscribed BEFORE each originate),
-* the audio pump: mod_audio_fork frames -> HoldDetector -> detector events,
+* its audio: the worker's AudioHub (worker/audio_hub.py) reads every call's mod_audio_fork
+  frames, analyses them in one detector bank and calls `on_audio` with this call's events,
 * control messages routed from `hs:control:<call_id>` by the worker's ControlHub.
 
 The main greenlet is a straight-line script over that inbox (`_wait`), so the
@@ -20,7 +21,8 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +44,10 @@ PROMPT_END_SILENCE_S = 0.7  # media seconds of silence after speech that end an 
 HOLD_MUSIC_S = 3.0  # media seconds of music that mean the menus are over (flow-less navigation)
 MUSIC_SHARE = 0.25  # ... or this share of a "prompt" (and >= 1 s) being music
 PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before moving on
-TICK_S = 0.1  # media seconds between the audio pump's ticks
-FEED_BATCH_S = 0.1  # media seconds of audio fed to the detector at once (5 frames of 20 ms)
-FEED_WAIT_S = 0.12  # wall seconds the pump waits to fill a batch (bounds the added latency)
+TICK_S = 0.1  # media seconds between ticks while a media-time wait (prompt end, WAIT step) runs
+HOLD_TICK_S = 1.0  # media seconds between ticks while holding (confirmation timeout, job meta)
 CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
 META_EVERY_S = 10.0  # wall seconds between job.meta refreshes while holding
-MAX_BATCH_FACTOR = 20  # a backlog is fed up to 20 batches (2 s of media) at once
 MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
 DESK_RETRIES = 1  # extra rings of the same device(s) after a no-answer round
@@ -180,10 +180,15 @@ class Runtime:
     esl_pool: Any = None  # worker.esl.EslPool: picks the least-loaded connected switch
     active: dict[str, CallSession] = field(default_factory=dict)
     on_lag: Callable[[float], None] | None = None  # frame arrival -> detector decision, seconds
+    audio_hub: Any = None  # worker.audio_hub.AudioHub: every call's audio (a default one if None)
     _rr: int = 0
 
     def __post_init__(self) -> None:
         """Load the speech model before the first call: loading it mid-call stalls every call's audio."""
+        if self.audio_hub is None:
+            from worker.audio_hub import AudioHub
+
+            self.audio_hub = AudioHub(on_lag=self._lag)
         if self.transcriber_factory is None:
             return
         try:
@@ -192,6 +197,10 @@ class Runtime:
                 warm()
         except Exception as exc:  # noqa: BLE001 - navigation degrades to detector-only, calls still work
             log.warning("speech recognition could not start: %s", exc)
+
+    def _lag(self, seconds: float) -> None:
+        if self.on_lag is not None:
+            self.on_lag(seconds)
 
     def pick_client(self) -> Any:
         """The least-loaded connected switch (EslPool.pick), else round robin over `clients`."""
@@ -223,7 +232,10 @@ class CallSession:
         self.company_cause = ""
         self.fork_started = False
         self.detector: Any = None
+        self.audio_rate: int = self.s.audio_fork_rate
         self.media_t = 0.0  # media seconds fed to the detector
+        self.tick_every: float | None = None  # media seconds between ticks; None: no ticks (see _ticks)
+        self.next_tick = 0.0
         self.last_state = ""
         self.prompt_played = False
         self.greenlets: list[gevent.Greenlet] = []
@@ -597,6 +609,10 @@ class CallSession:
     def _hear_prompt(self, max_media_s: float) -> tuple[str, Msg | None]:
         """Until a prompt ended ('prompt') or the hold began ('hold'); with the detector's (likely)
         human decision heard meanwhile, if any: the transcript tells a menu from a person."""
+        with self._ticks(TICK_S):
+            return self._hear_prompt_ticked(max_media_s)
+
+    def _hear_prompt_ticked(self, max_media_s: float) -> tuple[str, Msg | None]:
         # `now`: media time of the messages handled (the pump runs ahead while we transcribe); the
         # company heard our last action at the pump's time, so the wait counts from there.
         start = max(self.media_t, self.seen_t)
@@ -657,31 +673,32 @@ class CallSession:
         job.link(lambda _: self.inbox.put(Msg("stt_done")))
         new_speech = False
         person: Msg | None = None
-        try:
-            while not job.ready():
-                msg = self._next(timeout=None)
-                if msg is None or msg.kind == "stt_done":
-                    continue
-                if msg.kind in ("det", "tick"):
-                    self.seen_t = max(self.seen_t, msg.t_media)
-                if msg.kind == "det":
-                    kind = msg.data.kind
-                    if kind in ("likely_human", "human"):
-                        if new_speech:
-                            self.pushed.append(msg)
-                            return None, None
-                        person = person if person is not None and person.data.kind == "human" else msg
-                    if kind in DETECTOR_FINAL:
-                        raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
-                    if kind == "state":
-                        self.nav_state = msg.data.state
-                        new_speech = new_speech or msg.data.state != "silence"
-                    continue
-                if msg.kind != "tick":
-                    self._common(msg)
-        finally:
-            if not job.ready():
-                job.kill(block=False)
+        with self._ticks(TICK_S):  # seen_t follows the media time while we transcribe
+            try:
+                while not job.ready():
+                    msg = self._next(timeout=None)
+                    if msg is None or msg.kind == "stt_done":
+                        continue
+                    if msg.kind in ("det", "tick"):
+                        self.seen_t = max(self.seen_t, msg.t_media)
+                    if msg.kind == "det":
+                        kind = msg.data.kind
+                        if kind in ("likely_human", "human"):
+                            if new_speech:
+                                self.pushed.append(msg)
+                                return None, None
+                            person = person if person is not None and person.data.kind == "human" else msg
+                        if kind in DETECTOR_FINAL:
+                            raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
+                        if kind == "state":
+                            self.nav_state = msg.data.state
+                            new_speech = new_speech or msg.data.state != "silence"
+                        continue
+                    if msg.kind != "tick":
+                        self._common(msg)
+            finally:
+                if not job.ready():
+                    job.kill(block=False)
         segments: list[Any] = []
         try:
             segments = job.get() or []
@@ -722,6 +739,10 @@ class CallSession:
         now = db.utcnow()
         self._update(status="holding", hold_started_at=now)
         self._event("hold.started", {"media_t": round(self.media_t, 2)})
+        with self._ticks(HOLD_TICK_S):
+            self._hold_loop()
+
+    def _hold_loop(self) -> None:
         deadline = time.monotonic() + self.max_hold_s
         likely_at: float | None = None  # media time of the last likely_human still being confirmed
         while True:
@@ -994,14 +1015,19 @@ class CallSession:
     def _wait_media(self, seconds: float) -> None:
         """Let `seconds` of far-end audio pass (media time, so it scales with the switch's speed)."""
         target = self.media_t + seconds
-        while self.media_t < target:
-            msg = self._next(timeout=MEDIA_STALL_S)
-            if msg is None:
-                return  # no audio flowing: do not wait forever
-            self._navigation_msg(msg)
+        with self._ticks(TICK_S):
+            while self.media_t < target:
+                msg = self._next(timeout=MEDIA_STALL_S)
+                if msg is None:
+                    return  # no audio flowing: do not wait forever
+                self._navigation_msg(msg)
 
     def _wait_prompt_end(self, max_media_s: float) -> None:
         """Wait until the far end spoke and then stayed quiet PROMPT_END_SILENCE_S (media time)."""
+        with self._ticks(TICK_S):
+            self._wait_prompt_end_ticked(max_media_s)
+
+    def _wait_prompt_end_ticked(self, max_media_s: float) -> None:
         start = now = max(self.media_t, self.seen_t)
         heard_speech = False
         quiet_since: float | None = None
@@ -1123,7 +1149,7 @@ class CallSession:
     def _start_audio_pump(self) -> None:
         if self.rt.detector_factory is not None:
             self.detector = self.rt.detector_factory(self.number, ())
-        self.greenlets.append(gevent.spawn(self._audio_pump))
+        self.rt.audio_hub.add(self)
 
     def _renew_detector(self) -> None:
         """A fresh detector for the hold, told about the recordings (menus) heard so far."""
@@ -1135,27 +1161,16 @@ class CallSession:
         self.det_offset = self.media_t
         self.last_state = ""
 
-    def _audio_pump(self) -> None:
-        """Fork frames -> detector -> inbox.  A chunk may hold several 20 ms frames (the switch may
-        coalesce); media time advances by its byte count, and a tick follows every TICK_S of it."""
-        stream = self.fork_stream
-        bytes_per_s = 2 * self.s.audio_fork_rate
-        batch_bytes = max(1, int(FEED_BATCH_S * bytes_per_s))
-        next_tick = TICK_S
-        while True:
-            # One wake-up per detector feed: whatever is queued (a backlog catches up in big bites,
-            # up to MAX_BATCH_FACTOR batches), else up to FEED_WAIT_S for a full batch.  The
-            # detector's cost is mostly per feed, not per frame, so this keeps hundreds of calls cheap.
-            chunk, closed = stream.get_batch(batch_bytes, batch_bytes * MAX_BATCH_FACTOR, FEED_WAIT_S)
-            if not chunk:
-                self.inbox.put(Msg("fork_closed"))
-                return
-            arrival = stream.last_arrival  # when the batch's first frame came off the socket
+    def on_audio(self, chunk: bytes, arrival: float, detector: Any, events: list, closed: bool) -> None:
+        """The audio hub's round for this call (in the hub's greenlet): `chunk` came off the fork
+        (arrival: perf_counter of its first frame), `events` are what `detector` decided on it.
+        Media time advances by the chunk's byte count; a tick follows every `tick_every` of it."""
+        if chunk:
             if self.stt is not None:
                 self.stt.feed(chunk[: len(chunk) - len(chunk) % 2])
-            detector, gen, offset = self.detector, self.det_gen, self.det_offset
-            if detector is not None:
-                for ev in detector.feed(chunk):
+            if detector is not None and detector is self.detector:  # else replaced meanwhile: stale
+                gen, offset = self.det_gen, self.det_offset
+                for ev in events:
                     if ev.kind == "state":
                         if ev.state == self.last_state:
                             continue
@@ -1164,17 +1179,25 @@ class CallSession:
                             "detector.state", {"t": round(offset + ev.t, 2), "state": ev.state}, quiet=True
                         )
                     self.inbox.put(Msg("det", ev, t_arrival=arrival, gen=gen, t_media=offset + ev.t))
-                if self.rt.on_lag is not None:
-                    self.rt.on_lag(time.perf_counter() - arrival)
-            self.media_t += len(chunk) / bytes_per_s
-            if self.media_t >= next_tick:
-                next_tick = self.media_t + TICK_S
+            self.media_t += len(chunk) / (2 * self.audio_rate)
+            every = self.tick_every
+            if every is not None and self.media_t >= self.next_tick:
+                self.next_tick = self.media_t + every
                 self.inbox.put(Msg("tick", t_media=self.media_t))  # media time passes regardless
-            if closed:
-                self.inbox.put(Msg("fork_closed"))
-                return
-            if stream.buffered >= batch_bytes:
-                gevent.sleep(0)  # a backlog never starves the call's own logic or the other calls
+        if closed:
+            self.inbox.put(Msg("fork_closed"))
+
+    @contextmanager
+    def _ticks(self, every: float) -> Iterator[None]:
+        """Ticks every `every` media seconds while inside (a media-time wait needs them; elsewhere
+        the call's greenlet is not woken by audio that brings no decision)."""
+        before = self.tick_every
+        self.tick_every = every
+        self.next_tick = self.media_t + every if before is None else min(self.next_tick, self.media_t + every)
+        try:
+            yield
+        finally:
+            self.tick_every = before
 
     # === helpers: state =====================================================================
     def _update(self, **fields: Any) -> None:
@@ -1234,6 +1257,7 @@ class CallSession:
         except BaseException:  # noqa: BLE001 - keep cleaning up: a leg must never stay up
             log.exception("call %s: error while hanging up legs", self.call_id)
         self._release_streams()
+        self.rt.audio_hub.remove(self)
         gevent.killall(self.greenlets, block=False)
         self.rt.active.pop(self.call_id, None)
         if final is None:

@@ -12,12 +12,12 @@ Feeding a recording in one call or frame by frame gives the same events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .classifier import ClassifierParams, FrameClassifier, Hysteresis
+from .classifier import ClassifierParams, FrameBlock, FrameClassifier, Hysteresis, process_stacked
 from .features import FRAME_MS, frame_samples
 from .fingerprint import Fingerprint, FingerprintError, FingerprintStore
 from .human import HumanDecider, HumanParams
@@ -72,6 +72,7 @@ class HoldDetector:
         self.human_at: float | None = None
         self.confidence = 0.0
         self.frame_states: list[str] | None = None   # set to [] to record the state of every frame
+        self._group_key: tuple[int, str] | None = None
 
     @property
     def state(self) -> str:
@@ -132,12 +133,24 @@ class HoldDetector:
         return events
 
     def _run_block(self, frames: np.ndarray) -> list[DetectorEvent]:
-        block = self.classifier.process(frames)
-        self.decider.load(block.start, block.shape_db, np.asarray(block.active))
+        return analyse_stacked([self], frames[None])[0]
+
+    @property
+    def group_key(self) -> tuple[int, str]:
+        """Detectors with equal keys can be analysed together (analyse_stacked)."""
+        key = self._group_key
+        if key is None:
+            key = self._group_key = (self.sample_rate, repr(self.params.classifier))
+        return key
+
+    def _step_block(self, block: FrameBlock) -> list[DetectorEvent]:
+        """The per-frame part: hysteresis, tone events and the human decision, frame by frame."""
+        mask = block.active_mask if block.active_mask is not None else np.asarray(block.active)
+        self.decider.load(block.start, block.shape_db, mask)
         decider, hyst = self.decider, self.hysteresis
         events: list[DetectorEvent] = []
         tone_at: dict[int, list] = {}
-        for j, tev in block.tone_events:
+        for j, tev in block.tone_events:     # (usually none)
             tone_at.setdefault(j, []).append(tev)
         labels, active, tone = block.labels, block.active, block.tone
         words, energy, flux = block.words, block.energy_db, block.flux
@@ -172,3 +185,12 @@ class HoldDetector:
         if d.kind == "human":
             self.human_at = d.t
         return DetectorEvent(d.t, d.kind, self.hysteresis.state, d.confidence, d.detail)
+
+
+def analyse_stacked(detectors: Sequence[HoldDetector], frames: np.ndarray) -> list[list[DetectorEvent]]:
+    """Analyse n frames of each of K streams: frames (K, n, samples) float32, row k the next audio of
+    detectors[k] (equal `group_key`s, n <= SUB_BLOCK).  The numpy part runs once for all K streams
+    (classifier.process_stacked), the per-frame part per stream.  A lone detector is K = 1: replay,
+    tests and the worker's bank all run this one path."""
+    blocks = process_stacked([d.classifier for d in detectors], frames)
+    return [d._step_block(b) for d, b in zip(detectors, blocks, strict=True)]

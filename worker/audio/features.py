@@ -12,6 +12,7 @@ ones call tonal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,14 @@ class FeatureExtractor:
         self.bands = _band_matrix(freqs[self.band], FP_BANDS)
         self.band_bins = np.maximum(self.bands.sum(axis=0), 1.0)
         self._cols = np.arange(len(self.band))
+        # the bands are adjacent runs of bins: summed per row with reduceat (no BLAS product)
+        used = np.flatnonzero(self.bands.any(axis=1))
+        self._band_lo, self._band_hi = int(used[0]), int(used[-1]) + 1
+        starts = [int(np.flatnonzero(self.bands[:, b])[0]) for b in range(FP_BANDS)]
+        span = self._band_hi - self._band_lo
+        if starts[0] != self._band_lo or np.any(np.diff(starts) <= 0) or self.bands.sum() != span:
+            raise ValueError("fingerprint bands must be adjacent runs of bins")
+        self._band_starts = np.asarray(starts) - self._band_lo
         self._fp_hist: np.ndarray | None = None
 
     # -- public -------------------------------------------------------------------
@@ -82,82 +91,107 @@ class FeatureExtractor:
         """frames: (N, samples_per_frame) float32 in [-1, 1]."""
         if frames.ndim != 2 or frames.shape[1] != self.n:
             raise ValueError(f"expected frames of {self.n} samples, got shape {frames.shape}")
-        count = frames.shape[0]
-        sq = frames * frames
-        quarters = sq.reshape(count, 4, -1).mean(axis=2)
-        power = quarters.mean(axis=1)
-        energy_db = 10.0 * np.log10(power + 1e-10)
-        coverage = np.mean(quarters > 0.3 * quarters.max(axis=1, keepdims=True), axis=1)
+        return compute_stacked([self], frames[None])
 
-        spec = np.fft.rfft(frames * self.window, n=self.nfft, axis=1)[:, self.band[0]:self.band[-1] + 1]
-        band = spec.real * spec.real + spec.imag * spec.imag + 1e-12
-        total = band.sum(axis=1)
-        rows = np.arange(count)
-        k1 = np.argmax(band, axis=1)
-        k2 = np.where(np.abs(self._cols[None, :] - k1[:, None]) > 4, band, 0.0).argmax(axis=1)
-        padded = np.zeros((count, band.shape[1] + 5), dtype=band.dtype)
-        padded[:, 3:-2] = band
-        csum = np.cumsum(padded, axis=1)
-        peak1 = csum[rows, k1 + 5] - csum[rows, k1]       # five bins around each peak
-        peak2 = csum[rows, k2 + 5] - csum[rows, k2]
-        tonality = np.minimum(1.0, (peak1 + peak2) / total)
-        purity = np.minimum(1.0, peak1 / total)
 
-        # flux: 1 - cosine similarity of consecutive (square-root) spectra
-        mag = np.sqrt(band)
-        mag /= np.sqrt(total)[:, None]
-        prev = np.empty_like(mag)
-        prev[1:] = mag[:-1]
-        prev[0] = mag[0] if self._prev_spec is None else self._prev_spec
-        flux = 1.0 - np.sum(mag * prev, axis=1)
-        self._prev_spec = mag[-1].copy()
+def compute_stacked(extractors: Sequence[FeatureExtractor], frames: np.ndarray) -> Features:
+    """Features of K streams at once: frames (K, n, samples) float32, stream k continuing the history
+    of extractors[k] (all of one sample rate).  Returns arrays of K * n frames, stream by stream.
 
-        bands = band @ self.bands
-        per_bin = bands / self.band_bins
-        flatness = np.exp(np.log(per_bin).mean(axis=1)) / per_bin.mean(axis=1)
+    Every number of a frame is the same whichever other streams share the call: the numpy work runs
+    row by row (no BLAS product, whose rounding depends on the number of rows)."""
+    ex = extractors[0]
+    k_streams, n, samples = frames.shape
+    if samples != ex.n or len(extractors) != k_streams:
+        raise ValueError(f"expected ({len(extractors)}, n, {ex.n}) frames, got shape {frames.shape}")
+    count = k_streams * n
+    flat = frames.reshape(count, samples)
+    sq = flat * flat
+    quarters = sq.reshape(count, 4, -1).mean(axis=2)
+    power = quarters.mean(axis=1)
+    energy_db = 10.0 * np.log10(power + 1e-10)
+    coverage = np.mean(quarters > 0.3 * quarters.max(axis=1, keepdims=True), axis=1)
 
-        # peak frequencies, for frames that may be tones only
-        f1 = np.zeros(count)
-        f2 = np.zeros(count)
-        lvl2 = np.full(count, -100.0)
-        cand = np.flatnonzero((tonality >= DTMF_MIN_TONALITY) & (energy_db > -60.0))
-        if len(cand):
-            sub, c1, c2 = band[cand], k1[cand], k2[cand]
-            base = self.band[0]
-            f1[cand] = (base + c1 + _parabolic(sub, c1)) * self.bin_hz
-            f2[cand] = (base + c2 + _parabolic(sub, c2)) * self.bin_hz
-            r = np.arange(len(cand))
-            lvl2[cand] = 10.0 * np.log10(sub[r, c2] / sub[r, c1])
+    spec = np.fft.rfft(flat * ex.window, n=ex.nfft, axis=1)[:, ex.band[0]:ex.band[-1] + 1]
+    band = spec.real * spec.real + spec.imag * spec.imag + 1e-12
+    total = band.sum(axis=1)
+    rows = np.arange(count)
+    k1 = np.argmax(band, axis=1)
+    k2 = np.where(np.abs(ex._cols[None, :] - k1[:, None]) > 4, band, 0.0).argmax(axis=1)
+    padded = np.zeros((count, band.shape[1] + 5), dtype=band.dtype)
+    padded[:, 3:-2] = band
+    csum = np.cumsum(padded, axis=1)
+    peak1 = csum[rows, k1 + 5] - csum[rows, k1]       # five bins around each peak
+    peak2 = csum[rows, k2 + 5] - csum[rows, k2]
+    tonality = np.minimum(1.0, (peak1 + peak2) / total)
+    purity = np.minimum(1.0, peak1 / total)
+
+    # flux: 1 - cosine similarity of consecutive (square-root) spectra
+    mag = np.sqrt(band)
+    mag /= np.sqrt(total)[:, None]
+    mag3 = mag.reshape(k_streams, n, -1)
+    prev = np.empty_like(mag3)
+    prev[:, 1:] = mag3[:, :-1]
+    prev[:, 0] = [mag3[k, 0] if e._prev_spec is None else e._prev_spec for k, e in enumerate(extractors)]
+    flux = 1.0 - np.sum(mag * prev.reshape(count, -1), axis=1)
+    last = mag3[:, -1].copy()
+
+    bands = np.add.reduceat(band[:, ex._band_lo:ex._band_hi], ex._band_starts, axis=1)
+    per_bin = bands / ex.band_bins
+    flatness = np.exp(np.log(per_bin).mean(axis=1)) / per_bin.mean(axis=1)
+
+    # peak frequencies, for frames that may be tones only
+    f1 = np.zeros(count)
+    f2 = np.zeros(count)
+    lvl2 = np.full(count, -100.0)
+    cand = np.flatnonzero((tonality >= DTMF_MIN_TONALITY) & (energy_db > -60.0))
+    if len(cand):
+        sub, c1, c2 = band[cand], k1[cand], k2[cand]
+        base = ex.band[0]
+        f1[cand] = (base + c1 + _parabolic(sub, c1)) * ex.bin_hz
+        f2[cand] = (base + c2 + _parabolic(sub, c2)) * ex.bin_hz
+        r = np.arange(len(cand))
+        lvl2[cand] = 10.0 * np.log10(sub[r, c2] / sub[r, c1])
         # exact frequencies where they matter (DTMF tolerances): fine spectrum, few frames
         lo, hi = np.minimum(f1, f2), np.maximum(f1, f2)
         fine = np.flatnonzero((lo > DTMF_LOW_BAND[0]) & (lo < DTMF_LOW_BAND[1])
                               & (hi > DTMF_HIGH_BAND[0]) & (hi < DTMF_HIGH_BAND[1]))
         if len(fine):
             f1[fine], f2[fine], lvl2[fine] = fine_peaks(
-                frames[fine], self.window, self.fine_nfft, self.fine_band, self.fine_hz)
+                flat[fine], ex.window, ex.fine_nfft, ex.fine_band, ex.fine_hz)
 
-        # fingerprint words: sign of the band-energy difference across frequency, changed over time
-        be = np.log(bands + 1e-9)
-        # words from band energies summed over FP_SPAN frames (hop one frame): a recording heard
-        # again at another sub-frame alignment gives nearly the same words
-        keep = FP_SPAN + FP_LAG - 1
-        hist = self._fp_hist if self._fp_hist is not None else np.repeat(bands[:1], keep, axis=0)
-        ext = np.concatenate([hist, bands])
-        rows_out = len(ext) - FP_SPAN + 1
-        summed = ext[0:rows_out].copy()       # row k: ext[k:k + FP_SPAN], summed the same way in any
-        for d in range(1, FP_SPAN):           # split of the stream (no running sums)
-            summed += ext[d:d + rows_out]
-        smooth = np.log(summed + 1e-9)
-        self._fp_hist = ext[-keep:].copy()
-        dfreq_all = smooth[:, 1:] - smooth[:, :-1]
-        dfreq = dfreq_all[FP_LAG:FP_LAG + count]     # windows ending at each frame of the block
-        prevd = dfreq_all[:count]                    # ... and FP_LAG frames earlier
-        bitsm = (dfreq - prevd) > 0
-        bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[1], dtype=np.uint16)).sum(axis=1)
-        shape = be * (10.0 / np.log(10.0))
-        shape -= shape.mean(axis=1, keepdims=True)
-        return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2, bits.astype(np.uint16),
-                        coverage, shape.astype(np.float32))
+    # fingerprint words: sign of the band-energy difference across frequency, changed over time
+    be = np.log(bands + 1e-9)
+    # words from band energies summed over FP_SPAN frames (hop one frame): a recording heard
+    # again at another sub-frame alignment gives nearly the same words
+    keep = FP_SPAN + FP_LAG - 1
+    bands3 = bands.reshape(k_streams, n, -1)
+    ext = np.empty((k_streams, keep + n, bands.shape[1]), dtype=bands.dtype)
+    ext[:, keep:] = bands3
+    hists = [e._fp_hist for e in extractors]
+    if all(h is not None for h in hists):      # (every stream past its first block)
+        ext[:, :keep] = np.array(hists)
+    else:
+        for k, h in enumerate(hists):
+            ext[k, :keep] = bands3[k, :1] if h is None else h
+    rows_out = keep + n - FP_SPAN + 1
+    summed = ext[:, 0:rows_out].copy()       # row k: ext[k:k + FP_SPAN], summed the same way in any
+    for d in range(1, FP_SPAN):              # split of the stream (no running sums)
+        summed += ext[:, d:d + rows_out]
+    smooth = np.log(summed + 1e-9)
+    tail = ext[:, -keep:].copy()
+    for e, spec_k, hist_k in zip(extractors, last, tail, strict=True):   # scatter the histories back
+        e._prev_spec = spec_k
+        e._fp_hist = hist_k
+    dfreq_all = smooth[:, :, 1:] - smooth[:, :, :-1]
+    dfreq = dfreq_all[:, FP_LAG:FP_LAG + n]      # windows ending at each frame of the block
+    prevd = dfreq_all[:, :n]                     # ... and FP_LAG frames earlier
+    bitsm = (dfreq - prevd) > 0
+    bits = (bitsm.astype(np.uint16) << np.arange(bitsm.shape[2], dtype=np.uint16)).sum(axis=2)
+    shape = be * (10.0 / np.log(10.0))
+    shape -= shape.mean(axis=1, keepdims=True)
+    return Features(energy_db, tonality, purity, flux, flatness, f1, f2, lvl2,
+                    bits.reshape(count).astype(np.uint16), coverage, shape.astype(np.float32))
 
 
 def fine_peaks(

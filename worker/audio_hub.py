@@ -1,0 +1,164 @@
+"""The audio hub: one greenlet per worker drives every call's audio through one detector bank.
+
+    hub = AudioHub(tick_s=0.1, on_lag=stats.add)
+    hub.add(sink)          # a call with audio: sink.fork_stream, sink.detector, sink.on_audio(...)
+    ...                    # every round the hub calls sink.on_audio(chunk, arrival, detector, events, closed)
+    hub.remove(sink)       # (also done once the sink's stream closed)
+    hub.stop()
+
+A round reads every registered call's fork socket without waiting (`ForkStream.poll`, in the
+fork server's hub-read mode), takes its frames (`ForkStream.take`, at most `max_feed_s` of media
+per call: a backlog catches up over a few rounds), runs
+`worker.audio.bank.feed_many` once for all of them (one set of numpy calls for the whole worker,
+not one per call) and hands each call its audio and events.  Rounds start every `tick_s` wall
+seconds; sooner when the audio comes faster than real time (a round took more than 1.5 tick's
+worth of media from some call: the next round comes after tick_s / that speed, as in the fast e2e
+tests with the switch at x20), or when a connection read by its own greenlet has `due_s` of media
+waiting.  The greenlet exists only while calls are registered.
+
+The lag reported to `on_lag` (per call and round) runs from the moment the round's first frame
+of that call was known to be in the socket at the latest (hub reads: the previous read that found
+the socket drained; an upper bound) to the end of the bank's analysis of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+import gevent.event
+
+from worker.audio.bank import feed_many
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1        # wall seconds between rounds (the worker reads AUDIO_HUB_TICK_S)
+DUE_S = 0.2         # media seconds waiting in one call that start a round before the tick
+MAX_FEED_S = 2.0    # media seconds of one call analysed per round at most
+FAST_SPEED = 1.5    # media seconds per wall second above which rounds come faster than tick_s
+MIN_TICK_S = 0.002  # ... but never more often than this
+
+
+class AudioSink(Protocol):
+    """What the hub needs from a call (worker.session.CallSession)."""
+
+    call_id: str
+    audio_rate: int           # samples per second of the fork (8000 or 16000)
+    fork_stream: Any          # worker.audio_fork.ForkStream, or None
+    detector: Any             # worker.audio.detector.HoldDetector, or None (bridged: audio not analysed)
+
+    def on_audio(self, chunk: bytes, arrival: float, detector: Any, events: list, closed: bool) -> None: ...
+
+
+class AudioHub:
+    def __init__(self, tick_s: float = TICK_S, due_s: float = DUE_S, max_feed_s: float = MAX_FEED_S,
+                 on_lag: Callable[[float], None] | None = None) -> None:
+        if tick_s <= 0 or due_s <= 0 or max_feed_s <= 0:
+            raise ValueError("audio hub tick_s, due_s and max_feed_s must be > 0")
+        self.tick_s = tick_s
+        self.due_s = due_s
+        self.max_feed_s = max_feed_s
+        self.on_lag = on_lag
+        self.rounds = 0
+        self.frames = 0
+        self.round_media = 0.0   # the most media seconds one call brought in the last round
+        self._sinks: dict[int, AudioSink] = {}
+        self._due = gevent.event.Event()
+        self._loop: gevent.Greenlet | None = None
+        self._stopped = False
+
+    def __len__(self) -> int:
+        return len(self._sinks)
+
+    def add(self, sink: AudioSink) -> None:
+        """Drive this call's audio from the next round on (adding it again changes nothing)."""
+        self._sinks[id(sink)] = sink
+        stream = sink.fork_stream
+        if stream is not None:
+            stream.notify_when(self._due, int(self.due_s * _bytes_per_s(sink)))
+        if self._loop is None and not self._stopped:
+            self._loop = gevent.spawn(self._run)
+
+    def remove(self, sink: AudioSink) -> None:
+        self._sinks.pop(id(sink), None)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._sinks.clear()
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.kill(block=True, timeout=5)
+
+    # -- the loop -------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            next_at = previous = time.monotonic()
+            while self._sinks:
+                self._due.wait(max(0.0, next_at - time.monotonic()))
+                self._due.clear()
+                start = time.monotonic()
+                try:
+                    self.run_once()
+                except Exception:  # noqa: BLE001 - one bad round must not stop every call's audio
+                    log.exception("audio hub: round failed")
+                speed = self.round_media / max(start - previous, 1e-3)
+                previous = start
+                wait = self.tick_s / speed if speed > FAST_SPEED else self.tick_s
+                next_at = start + max(MIN_TICK_S, wait)
+                gevent.sleep(0)    # the calls' own greenlets run between rounds, even when behind
+        finally:
+            if gevent.getcurrent() is self._loop:
+                self._loop = None
+
+    def run_once(self) -> int:
+        """One round over every registered call; returns the frames analysed."""
+        takes: list[tuple[AudioSink, Any, bytes, float, Any, bool]] = []
+        items: list[tuple[Any, bytes]] = []
+        media = 0.0
+        for sink in list(self._sinks.values()):
+            stream = sink.fork_stream
+            if stream is None:
+                continue
+            stream.poll()
+            bytes_per_s = _bytes_per_s(sink)
+            chunk, arrival, closed = stream.take(int(self.max_feed_s * bytes_per_s))
+            if not chunk and not closed:
+                continue
+            media = max(media, len(chunk) / bytes_per_s)
+            det = sink.detector
+            takes.append((sink, stream, chunk, arrival, det, closed))
+            if det is not None and chunk:
+                items.append((det, chunk))
+        self.round_media = media
+        if not takes:
+            return 0
+        try:
+            results = iter(feed_many(items)) if items else iter(())
+        except Exception:  # noqa: BLE001 - a detector bug: the calls keep their audio, media time and ticks
+            log.exception("audio hub: detector bank failed on %d call(s); their events this round are lost",
+                          len(items))
+            results = iter([[] for _ in items])
+        done = time.perf_counter()
+        frames = 0
+        self.rounds += 1
+        for sink, stream, chunk, arrival, det, closed in takes:
+            events = next(results) if det is not None and chunk else []
+            if det is not None and chunk:
+                frames += len(chunk) // det.frame_bytes
+                if self.on_lag is not None:
+                    self.on_lag(done - arrival)
+            if closed and sink.fork_stream is stream:   # (not if the call has a new fork already)
+                self.remove(sink)
+            try:
+                sink.on_audio(chunk, arrival, det, events, closed)
+            except Exception:  # noqa: BLE001 - a bug in one call must not take the others' audio
+                log.exception("call %s: audio handling failed", getattr(sink, "call_id", "?"))
+        self.frames += frames
+        return frames
+
+
+def _bytes_per_s(sink: AudioSink) -> int:
+    return 2 * int(sink.audio_rate)
