@@ -615,7 +615,7 @@ class CallSession:
     def _hear_prompt_ticked(self, max_media_s: float) -> tuple[str, Msg | None]:
         # `now`: media time of the messages handled (the pump runs ahead while we transcribe); the
         # company heard our last action at the pump's time, so the wait counts from there.
-        start = max(self.media_t, self.seen_t)
+        start = max(self._live_media_t(), self.seen_t)
         now = began = self.seen_t
         heard_speech = False
         quiet_since: float | None = None
@@ -1014,7 +1014,7 @@ class CallSession:
 
     def _wait_media(self, seconds: float) -> None:
         """Let `seconds` of far-end audio pass (media time, so it scales with the switch's speed)."""
-        target = self.media_t + seconds
+        target = self._live_media_t() + seconds
         with self._ticks(TICK_S):
             while self.media_t < target:
                 msg = self._next(timeout=MEDIA_STALL_S)
@@ -1028,7 +1028,7 @@ class CallSession:
             self._wait_prompt_end_ticked(max_media_s)
 
     def _wait_prompt_end_ticked(self, max_media_s: float) -> None:
-        start = now = max(self.media_t, self.seen_t)
+        start = now = max(self._live_media_t(), self.seen_t)
         heard_speech = False
         quiet_since: float | None = None
         while now - start < max_media_s:
@@ -1152,11 +1152,15 @@ class CallSession:
         self.rt.audio_hub.add(self)
 
     def _renew_detector(self) -> None:
-        """A fresh detector for the hold, told about the recordings (menus) heard so far."""
+        """A fresh detector for the hold, told about the recordings (menus) heard so far and the
+        voices that spoke them."""
         if self.rt.detector_factory is None or self.detector is None:
             return
-        heard = self.detector.fingerprints() if hasattr(self.detector, "fingerprints") else []
+        old = self.detector
+        heard = old.fingerprints() if hasattr(old, "fingerprints") else []
         self.detector = self.rt.detector_factory(self.number, heard)
+        if hasattr(self.detector, "inherit"):
+            self.detector.inherit(old)  # the menus' voices: a replayed menu is not a direct answer
         self.det_gen += 1
         self.det_offset = self.media_t
         self.last_state = ""
@@ -1186,6 +1190,17 @@ class CallSession:
                 self.inbox.put(Msg("tick", t_media=self.media_t))  # media time passes regardless
         if closed:
             self.inbox.put(Msg("fork_closed"))
+
+    def _live_media_t(self) -> float:
+        """Media time including the audio that already reached the worker but that the audio hub has
+        not analysed yet.  It all predates what the call does now (a DTMF, a wait): counting it as
+        time to come would let a backlog (the hub held up by a transcription, or a busy worker) pass
+        for the company's silence after our action."""
+        stream = self.fork_stream
+        if stream is None:
+            return self.media_t
+        stream.poll()
+        return self.media_t + stream.buffered / (2 * self.audio_rate)
 
     @contextmanager
     def _ticks(self, every: float) -> Iterator[None]:

@@ -2,8 +2,8 @@
 
 The worker starts a fresh detector for the hold when the menus fooled the old one. A fresh decider
 knows nothing of the call, so the menu's next prompt (a short line, then the IVR waiting for a key)
-looks like a direct answer. `HumanDecider.inherit` carries the recorded voices over: the same
-recorded voice then waits for a reply, while another voice is still a person.
+looks like a direct answer. `HoldDetector.inherit` (`HumanDecider.inherit`) carries the recorded
+voices over: the same recorded voice then waits for a reply, while another voice is still a person.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def renewed(after: np.ndarray, inherit: bool) -> HoldDetector:
     assert old.decider.recorded, "the menus' voice was remembered as a recording"
     new = HoldDetector(8000, known=old.fingerprints())
     if inherit:
-        new.decider.inherit(old.decider)
+        new.inherit(old)
     new.feed(pcm(after))
     new.finish()
     return new
@@ -56,7 +56,7 @@ def test_inherit_copies_context_not_decisions():
     old.feed(pcm(np.concatenate([menus(), sound(f"{PROMPTS}/agent-pass.wav"), silence(6.0)])))
     assert old.outcome == "human"                                   # the menus fooled it
     new = HoldDetector(8000)
-    new.decider.inherit(old.decider)
+    new.inherit(old)
     assert new.outcome is None and new.decider.menus_heard
     assert [r.tolist() for r in new.decider.recorded] == [r.tolist() for r in old.decider.recorded]
     new.decider.recorded.clear()

@@ -26,7 +26,7 @@ from worker.stt import (
 from worker.tts import synthesize
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
-needs_sounds = pytest.mark.skipif(not SOUNDS.is_dir(), reason="asterisk-core-sounds-en(-wav) is not installed")
+needs_sounds = pytest.mark.skipif(not SOUNDS.is_dir(), reason="asterisk-core-sounds-en is not installed")
 
 
 def read_wav(path: str | Path) -> tuple[bytes, int]:

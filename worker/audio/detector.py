@@ -120,6 +120,12 @@ class HoldDetector:
         """Recordings heard in this call, for storing per company (import with known=...)."""
         return self.store.export()
 
+    def inherit(self, other: HoldDetector) -> None:
+        """Start from what `other`, this call's previous detector, learned about the call (the
+        recorded voices heard, music); its decisions are not carried over.  With `known=
+        other.fingerprints()` this is how the worker renews its detector for the hold."""
+        self.decider.inherit(other.decider)
+
     def finish(self) -> str:
         """The outcome at the end of the audio (analyses what is still waiting first)."""
         self.flush()
