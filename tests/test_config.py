@@ -32,3 +32,27 @@ def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret" not in text
     assert "esl_password='***'" in text
     assert s.esl_password == "s3cret-esl"
+
+
+def test_worker_audio_and_paths_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIO_HUB_TICK_S", "0.05")
+    monkeypatch.setenv("AUDIO_FORK_HUB_READS", "no")
+    monkeypatch.setenv("AUDIO_FORK_READ_PACE_S", "0")
+    monkeypatch.setenv("WORKER_GRACE_S", "120")
+    monkeypatch.setenv("PROMPTS_DIR", "/prompts")
+    s = Settings.from_env()
+    assert (s.audio_hub_tick_s, s.audio_fork_hub_reads, s.audio_fork_read_pace_s) == (0.05, False, 0.0)
+    assert (s.worker_grace_s, s.prompts_dir, s.audio_hub_max_feed_s) == (120.0, "/prompts", 2.0)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("AUDIO_HUB_TICK_S", "0", "AUDIO_HUB_TICK_S must be > 0 seconds"),
+    ("AUDIO_HUB_MAX_FEED_S", "-1", "AUDIO_HUB_MAX_FEED_S must be > 0 seconds"),
+    ("WORKER_GRACE_S", "-5", "WORKER_GRACE_S must be >= 0 seconds"),
+    ("AUDIO_FORK_HUB_READS", "maybe", "AUDIO_FORK_HUB_READS must be 1/true/yes or 0/false/no"),
+])
+def test_bad_worker_settings_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                       message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env()

@@ -33,16 +33,12 @@ from worker.audio_hub import AudioHub  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.prompts import Prompts  # noqa: E402
 from worker.reaper import Reaper  # noqa: E402
-from worker.runner import DEFAULT_GRACE_S, GeventWorker  # noqa: E402
+from worker.runner import GeventWorker  # noqa: E402
 from worker.session import Runtime  # noqa: E402
 from worker.stt import make_transcriber  # noqa: E402
 
 log = logging.getLogger("worker")
 
-HUB_TICK_S = 0.1             # wall seconds between audio hub rounds (env AUDIO_HUB_TICK_S)
-HUB_MAX_FEED_S = 2.0         # media seconds of one call analysed per round at most (env AUDIO_HUB_MAX_FEED_S)
-READ_PACE_S = 0.05           # with AUDIO_FORK_HUB_READS=0 (each fork read by its own greenlet): seconds of
-                             # audio each read waits for (env AUDIO_FORK_READ_PACE_S; 0: read when readable)
 ESL_READY_WAIT_S = 10.0      # seconds to wait for a first switch before taking jobs anyway (they retry)
 LAG_SAMPLES = 20000          # frames kept for the lag percentiles in hs:stats:<worker> (bench, ops)
 STATS_TTL_S = 300            # seconds hs:stats:<worker> outlives the worker
@@ -74,22 +70,12 @@ class LagStats:
             log.debug("stats not written: %s", exc)
 
 
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"worker: {name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise SystemExit(f"worker: {name} must be >= 0, got {raw!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m worker", description="Hold Slayer gevent worker")
     p.add_argument("--name", default="", help="worker id (default host.pid.random)")
-    p.add_argument("--grace", type=float, default=float(os.environ.get("WORKER_GRACE_S", DEFAULT_GRACE_S)),
-                   help="seconds running calls may continue after SIGTERM (default %(default)s)")
+    p.add_argument("--grace", type=float, default=None,
+                   help="seconds running calls may continue after SIGTERM (default: WORKER_GRACE_S, "
+                        f"else {Settings().worker_grace_s:g})")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     p.add_argument("--burst", action="store_true", help="exit once the queue is empty and calls are done")
     return p.parse_args(argv)
@@ -142,17 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     if not pool.wait_ready(ESL_READY_WAIT_S):
         log.warning("worker %s: no FreeSWITCH reachable yet at %s; retrying in the background",
                     worker_id, ",".join(settings.esl_hosts))
-    hub_reads = os.environ.get("AUDIO_FORK_HUB_READS", "1").strip().lower() not in ("0", "false", "no")
     fork = ForkServer(bind=settings.audio_fork_bind, public_host=settings.audio_fork_public_host,
-                      read_pace_s=_env_seconds("AUDIO_FORK_READ_PACE_S", READ_PACE_S), hub_reads=hub_reads)
+                      read_pace_s=settings.audio_fork_read_pace_s, hub_reads=settings.audio_fork_hub_reads)
     fork.start()
-    prompts = Prompts(os.environ.get("PROMPTS_DIR", "prompts"))
+    prompts = Prompts(settings.prompts_dir)
     prompts.warm()
 
     lag = LagStats()
-    hub = AudioHub(tick_s=_env_seconds("AUDIO_HUB_TICK_S", HUB_TICK_S) or HUB_TICK_S,
-                   max_feed_s=_env_seconds("AUDIO_HUB_MAX_FEED_S", HUB_MAX_FEED_S) or HUB_MAX_FEED_S,
-                   on_lag=lag.add)
+    hub = AudioHub(tick_s=settings.audio_hub_tick_s, max_feed_s=settings.audio_hub_max_feed_s, on_lag=lag.add)
     rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
                  worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
                  esl_pool=pool, on_lag=lag.add, transcriber_factory=lambda: make_transcriber(settings),
@@ -165,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                     is_mine=lambda cid: cid in rt.active,
                     my_legs=lambda: active_legs(rt))
     w = GeventWorker([settings.queue_name], connection=conn, name=worker_id,
-                     max_jobs=settings.max_calls_per_worker, grace_s=args.grace,
+                     max_jobs=settings.max_calls_per_worker,
+                     grace_s=settings.worker_grace_s if args.grace is None else args.grace,
                      heartbeat_s=settings.worker_heartbeat_s,
                      on_tick=lambda: tick(reaper, lag, conn, worker_id))
     runner = gevent.spawn(w.work, burst=args.burst)

@@ -43,6 +43,24 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
+
+
+def _env_seconds(name: str, default: float, positive: bool = False) -> float:
+    value = _env_float(name, default)
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
+    return value
+
+
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -69,6 +87,12 @@ class Settings:
     audio_fork_bind: str = "127.0.0.1:8090"
     audio_fork_public_host: str = "127.0.0.1"
     audio_fork_rate: int = 8000          # 8000 or 16000 (mod_audio_fork mono 8k|16k)
+    # The audio hub (worker/audio_hub.py): one greenlet reads every call's fork and runs one detector
+    # bank per round.  Without hub reads each fork is read by its own greenlet about every read_pace_s.
+    audio_hub_tick_s: float = 0.1        # wall seconds between rounds
+    audio_hub_max_feed_s: float = 2.0    # media seconds of one call analysed per round at most
+    audio_fork_hub_reads: bool = True
+    audio_fork_read_pace_s: float = 0.05  # (only without hub reads; 0: read as soon as readable)
 
     sip_domain: str = "127.0.0.1"        # desk phones are user/<ext>@<sip_domain>
     caller_id_number: str = ""           # SIP_TRUNK_DID: caller id presented to companies
@@ -83,6 +107,7 @@ class Settings:
     max_hold_s: int = 4 * 3600           # hard cap on a call, enforced by the switch (sched_hangup) too
     max_calls_per_worker: int = 60       # measured ~80 calls per core (bench/CONCURRENCY.md)
     worker_heartbeat_s: int = 10
+    worker_grace_s: float = 30.0         # seconds running calls may go on after SIGTERM
 
     api_key: str = ""                    # API_KEY: required on every write to the REST API
     service_key: str = ""                # SERVICE_KEY: used by lua/ star-code requests
@@ -99,6 +124,7 @@ class Settings:
     tts_voice: str = "alloy"
 
     recordings_dir: str = "recordings"
+    prompts_dir: str = "prompts"         # rendered prompts; FreeSWITCH must read them at the same path
     extra: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -123,6 +149,10 @@ class Settings:
             audio_fork_bind=_env("AUDIO_FORK_BIND", d.audio_fork_bind),
             audio_fork_public_host=_env("AUDIO_FORK_PUBLIC_HOST", d.audio_fork_public_host),
             audio_fork_rate=_env_int("AUDIO_FORK_RATE", d.audio_fork_rate),
+            audio_hub_tick_s=_env_seconds("AUDIO_HUB_TICK_S", d.audio_hub_tick_s, positive=True),
+            audio_hub_max_feed_s=_env_seconds("AUDIO_HUB_MAX_FEED_S", d.audio_hub_max_feed_s, positive=True),
+            audio_fork_hub_reads=_env_bool("AUDIO_FORK_HUB_READS", d.audio_fork_hub_reads),
+            audio_fork_read_pace_s=_env_seconds("AUDIO_FORK_READ_PACE_S", d.audio_fork_read_pace_s),
             sip_domain=_env("SIP_DOMAIN", d.sip_domain),
             caller_id_number=_env("SIP_TRUNK_DID", d.caller_id_number),
             allowed_country_codes=_env_list("ALLOWED_COUNTRY_CODES", "1", strip="+"),
@@ -132,6 +162,7 @@ class Settings:
             max_hold_s=_env_int("MAX_HOLD_SECONDS", d.max_hold_s),
             max_calls_per_worker=_env_int("MAX_CALLS_PER_WORKER", d.max_calls_per_worker),
             worker_heartbeat_s=_env_int("WORKER_HEARTBEAT", d.worker_heartbeat_s),
+            worker_grace_s=_env_seconds("WORKER_GRACE_S", d.worker_grace_s),
             api_key=_env("API_KEY"),
             service_key=_env("SERVICE_KEY"),
             llm_base_url=_env("LLM_BASE_URL"),
@@ -145,4 +176,5 @@ class Settings:
             tts_model=_env("TTS_MODEL", d.tts_model),
             tts_voice=_env("TTS_VOICE", d.tts_voice),
             recordings_dir=_env("RECORDINGS_DIR", d.recordings_dir),
+            prompts_dir=_env("PROMPTS_DIR", d.prompts_dir),
         )
