@@ -189,11 +189,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(n: int, speed: float, seconds: float, companies: Path) -> dict:
+def run(n: int, speed: float, seconds: float, companies: Path, profile: str | None = None) -> dict:
     env = dict(os.environ, SIM_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))
     port_file = companies.parent / f"port-{n}"
+    prof = ["-m", "cProfile", "-o", f"{profile}.{n}", "-m"] if profile else ["-m"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", "--esl-port", "0", "--companies", str(companies), "--phones", "",
+        [sys.executable, *prof, "sim", "--esl-port", "0", "--companies", str(companies), "--phones", "",
          "--speed", str(speed), "--port-file", str(port_file), "--log-level", "WARNING"],
         cwd=REPO,
         env=env,
@@ -260,12 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, nargs="+", default=[100])
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=10.0, help="wall seconds of the CPU measurement window")
+    p.add_argument("--profile", help="run the switch under cProfile, writing FILE.<calls> (slower: not a measurement)")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="hs-sim-media-"))
     companies = work / "companies"
     companies.mkdir()
     (companies / "bench.json").write_text(json.dumps(company()))
-    results = [run(n, args.speed, args.seconds, companies) for n in args.calls]
+    results = [run(n, args.speed, args.seconds, companies, args.profile) for n in args.calls]
     print(f"{'calls':>6} {'speed':>6} {'sim cores':>10} {'cores/100 calls':>16} {'frames/call-s':>14}")
     for r in results:
         print(

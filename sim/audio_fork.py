@@ -30,6 +30,7 @@ import os
 import re
 import socket
 import struct
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ CONNECT_TIMEOUT_S = 5.0
 BUFFER_S = 2.0  # seconds of audio a fork may hold unsent (MOD_AUDIO_FORK_BUFFER_SECS default)
 DRAIN_TIMEOUT_S = 5.0  # after stop: how long the final text + Close may take to reach a slow peer
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_LITTLE = sys.byteorder == "little"  # int16 arrays are already L16 LE: tobytes() without a copy
 _URL_RE = re.compile(r"^(wss?|https?)://([^/:]+)(?::(\d+))?(/.*)?$")
 
 
@@ -97,19 +99,6 @@ def frame_header(opcode: int, n: int) -> bytes:
     if n < 65536:
         return bytes((0x80 | opcode, 0x80 | 126)) + struct.pack("!H", n)
     return bytes((0x80 | opcode, 0x80 | 127)) + struct.pack("!Q", n)
-
-
-def mask_frames(payloads: list[bytes], keys: bytes) -> bytes:
-    """All payloads masked with their 4-byte keys (keys[4i:4i+4] for payload i), concatenated (pure).
-
-    Every payload's length must be a multiple of 4 (L16 frames are); one numpy XOR for the lot.
-    """
-    words = np.frombuffer(b"".join(payloads), dtype="<u4")
-    keyw = np.frombuffer(keys, dtype="<u4")[: len(payloads)]
-    n0 = len(payloads[0])
-    if all(len(p) == n0 for p in payloads):
-        return (words.reshape(len(payloads), n0 // 4) ^ keyw[:, None]).tobytes()
-    return (words ^ np.repeat(keyw, [len(p) // 4 for p in payloads])).tobytes()
 
 
 def encode_frame(opcode: int, payload: bytes, mask_key: bytes | None = None) -> bytes:
@@ -249,6 +238,8 @@ class ForkSession:
         """The L16 little-endian bytes of one frame for this fork's mix and rate (int16 is LE here)."""
         r = read
         if self.mix == "mono":
+            if self.rate == 8000:
+                return r.tobytes() if _LITTLE else r.astype("<i2").tobytes()
             if self.rate == 16000:
                 up = audio.upsample_16k(r, self._last_read)
                 self._last_read = int(r[-1])
@@ -281,6 +272,18 @@ class ForkSession:
         if not self._out or self._fd < 0 or self.closed:
             return
         self._write_now()
+
+    def _write_direct(self, chunk: memoryview) -> None:
+        """Write fresh frames straight from the shared buffer when nothing is queued before them."""
+        try:
+            n = os.write(self._fd, chunk)  # the fd is non-blocking (a gevent socket)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:  # reset / broken pipe: the read loop reports the drop
+            log.info("call %s: audio fork send failed: %s", self.call_id, exc)
+            return
+        if n < len(chunk):
+            self._out += chunk[n:]
 
     def _write_now(self) -> None:
         try:
@@ -470,25 +473,51 @@ class ForkSession:
 
 
 def flush_all(forks: Iterable[ForkSession]) -> None:
-    """Mask every fork's pending audio in one go, append it to each backlog, write each backlog."""
-    payloads: list[bytes] = []
-    owners: list[ForkSession] = []
+    """Mask every fork's pending audio in one go, then write each fork's backlog (never blocks).
+
+    The frames of all forks with the same frame size are built as rows of one
+    numpy array (header, fresh random key, masked PCM), so the Python work per
+    fork is one slice and one write, whatever the number of frames.
+    """
+    groups: dict[int, list[ForkSession]] = {}
     for fork in forks:
         if fork._audio:
-            payloads += fork._audio
-            owners += [fork] * len(fork._audio)
+            groups.setdefault(fork.frame_bytes, []).append(fork)
+    fresh: dict[ForkSession, memoryview] = {}
+    for size, group in groups.items():
+        payloads = [p for fork in group for p in fork._audio]
+        head = group[0].audio_head
+        rows = wire_frames(head, payloads, size)
+        row = len(head) + 4 + size
+        i = 0
+        for fork in group:
+            m = len(fork._audio)
             fork._audio = []
-    if payloads:
-        keys = os.urandom(4 * len(payloads))
-        masked = memoryview(mask_frames(payloads, keys))
-        off = 0
-        for i, fork in enumerate(owners):
-            n = len(payloads[i])
-            out = fork._out
-            out += fork.audio_head
-            out += keys[4 * i : 4 * i + 4]
-            out += masked[off : off + n]
-            off += n
+            fresh[fork] = rows[i * row : (i + m) * row]
+            i += m
     for fork in forks:
-        if fork._out and fork._fd >= 0 and not fork.closed:
-            fork._write_now()
+        chunk = fresh.get(fork)
+        if fork._fd < 0 or fork.closed:
+            if chunk is not None:
+                fork._out += chunk  # not connected yet: sent after the metadata once it is
+            continue
+        if chunk is not None and not fork._out:
+            fork._write_direct(chunk)
+        else:
+            if chunk is not None:
+                fork._out += chunk
+            if fork._out:
+                fork._write_now()
+
+
+def wire_frames(head: bytes, payloads: list[bytes], size: int) -> memoryview:
+    """Masked binary frames (`head` + a fresh os.urandom key + masked payload) for same-size payloads."""
+    k = len(payloads)
+    keys = np.frombuffer(os.urandom(4 * k), dtype=np.uint8).reshape(k, 4)
+    hl = len(head)
+    rows = np.empty((k, hl + 4 + size), dtype=np.uint8)
+    rows[:, :hl] = np.frombuffer(head, dtype=np.uint8)
+    rows[:, hl : hl + 4] = keys
+    words = np.frombuffer(b"".join(payloads), dtype="<u4").reshape(k, size // 4)
+    rows[:, hl + 4 :] = (words ^ keys.view("<u4")).view(np.uint8)
+    return memoryview(rows).cast("B")
