@@ -38,7 +38,7 @@ from gevent.server import StreamServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NUMBER = "15550108800"
-PASSWORD = "ClueCon"
+PASSWORD = "ClueCon"  # noqa: S105 - the stand-in switch's default ESL password
 SINK_READ_S = 0.05  # the sink drains each socket this often (seconds)
 ESL_CONNECTIONS = 8  # originates run in parallel over this many ESL connections
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -51,7 +51,10 @@ def company() -> dict:
         "name": "Media Bench Co",
         "ring_seconds": 0.2,
         "outcome": "answer",
-        "hold": {"music": {"file": "/usr/share/asterisk/moh/macroform-the_simplicity.wav"}, "duration_seconds": 36000},
+        "hold": {
+            "music": {"file": "/usr/share/asterisk/moh/macroform-the_simplicity.wav"},
+            "duration_seconds": 36000,
+        },
     }
 
 
@@ -115,10 +118,10 @@ class Sink:
                 return
             buf += data
         head, rest = buf.split(b"\r\n\r\n", 1)
-        key = next(
-            ln.split(":", 1)[1].strip() for ln in head.decode().split("\r\n") if ln.lower().startswith("sec-websocket-key")
-        )
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()).decode()
+        lines = head.decode().split("\r\n")
+        key = next(ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("sec-websocket-key"))
+        digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
+        accept = base64.b64encode(digest).decode()
         sock.sendall(
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -261,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, nargs="+", default=[100])
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=10.0, help="wall seconds of the CPU measurement window")
-    p.add_argument("--profile", help="run the switch under cProfile, writing FILE.<calls> (slower: not a measurement)")
+    p.add_argument(
+        "--profile", help="run the switch under cProfile, writing FILE.<calls> (slower: not a measurement)"
+    )
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="hs-sim-media-"))
     companies = work / "companies"

@@ -43,7 +43,7 @@ from sim import audio
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "audio.drachtio.org"
-CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 20.0  # connect + upgrade (libwebsockets 4.x AWAITING_TIMEOUT is 20 s)
 BUFFER_S = 2.0  # seconds of audio a fork may hold unsent (MOD_AUDIO_FORK_BUFFER_SECS default)
 DRAIN_TIMEOUT_S = 5.0  # after stop: how long the final text + Close may take to reach a slow peer
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -170,8 +170,9 @@ class ForkSession:
 
     `emit(subclass, body)` sends a CUSTOM mod_audio_fork event for the channel.
     The owner calls `push()` once per 20 ms tick and `flush_all()` (or
-    `flush()`) after its ticks, in the same greenlet run; neither blocks.  Connecting, reading server messages and the final drain
-    after `stop()` run in the fork's own greenlets.
+    `flush()`) after its ticks, in the same greenlet run; neither blocks.
+    Connecting, reading server messages and the final drain after `stop()`
+    run in the fork's own greenlets.
     """
 
     def __init__(
@@ -520,4 +521,4 @@ def wire_frames(head: bytes, payloads: list[bytes], size: int) -> memoryview:
     rows[:, hl : hl + 4] = keys
     words = np.frombuffer(b"".join(payloads), dtype="<u4").reshape(k, size // 4)
     rows[:, hl + 4 :] = (words ^ keys.view("<u4")).view(np.uint8)
-    return memoryview(rows).cast("B")
+    return memoryview(rows.tobytes())
