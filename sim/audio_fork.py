@@ -12,11 +12,12 @@ PCM, and ``flush_all(forks)`` (called by the switch's media clock after each
 wake-up) masks every pending frame of every fork in one numpy operation, then
 writes each fork's backlog with one non-blocking ``os.write``.  Several frames
 may share one TCP write; the byte stream stays exactly one masked WebSocket
-frame per 20 ms, each with its own random key.  A peer that stops reading fills the backlog;
-like mod_audio_fork's audio buffer (``MOD_AUDIO_FORK_BUFFER_SECS``, default
-2 s, ``freeswitch.md`` §4.3) it holds at most BUFFER_S of audio, then new audio
-frames are dropped and ``mod_audio_fork::buffer_overrun`` fires once per
-session; the socket stays open and streaming resumes when the peer reads again.
+frame per 20 ms, each with its own random key.  A peer that stops reading
+fills the backlog; like mod_audio_fork's audio buffer
+(``MOD_AUDIO_FORK_BUFFER_SECS``, default 2 s, ``freeswitch.md`` §4.3) it holds
+at most BUFFER_S of wall time of audio, then new audio frames are dropped
+and ``mod_audio_fork::buffer_overrun`` fires once per session; the socket
+stays open and streaming resumes when the peer reads again.
 Text frames (metadata, ``send_text``, the final text) and Close are never dropped.
 """
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "audio.drachtio.org"
 CONNECT_TIMEOUT_S = 20.0  # connect + upgrade (libwebsockets 4.x AWAITING_TIMEOUT is 20 s)
-BUFFER_S = 2.0  # seconds of audio a fork may hold unsent (MOD_AUDIO_FORK_BUFFER_SECS default)
+BUFFER_S = 2.0  # wall seconds of audio a fork may hold unsent (MOD_AUDIO_FORK_BUFFER_SECS default)
 DRAIN_TIMEOUT_S = 5.0  # after stop: how long the final text + Close may take to reach a slow peer
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _LITTLE = sys.byteorder == "little"  # int16 arrays are already L16 LE: tobytes() without a copy
@@ -183,7 +184,9 @@ class ForkSession:
         rate: int,
         metadata: str | None,
         emit: Callable[[str, str | None], None],
+        speed: float = 1.0,
     ) -> None:
+        """`speed`: the switch's; the backlog holds BUFFER_S of wall time, BUFFER_S x speed of media."""
         if mix not in ("mono", "mixed", "stereo"):
             raise ForkError(f"bad mix type {mix!r}")
         self.call_id = call_id
@@ -204,7 +207,7 @@ class ForkSession:
         wire = self.frame_bytes + (8 if self.frame_bytes >= 126 else 6)
         self.wire_bytes = wire
         self.audio_head = frame_header(2, self.frame_bytes)
-        self.backlog_limit = int(BUFFER_S * 1000 / audio.FRAME_MS) * wire  # bytes of queued audio frames
+        self.backlog_limit = int(BUFFER_S * max(1.0, speed) * 1000 / audio.FRAME_MS) * wire  # bytes
         self._out = bytearray()  # encoded frames not yet written to the socket, in order
         self._audio: list[bytes] = []  # PCM pushed since the last flush (always empty between wake-ups)
         self._sock: socket.socket | None = None

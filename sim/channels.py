@@ -650,7 +650,7 @@ class Engine:
             elif not ch.hungup or subclass == "mod_audio_fork::connect_failed":
                 self.emit(self.factory.one("gw.fork_connect", 0, ch, subclass=subclass, body=body))
 
-        fork = ForkSession(ch.uuid, url, mix, rate, metadata, emit)
+        fork = ForkSession(ch.uuid, url, mix, rate, metadata, emit, self.speed)
         ch.forks[bugname] = fork
         self.emit(self.factory.one("gw.media_bug_start", 0, ch))
         fork.start()

@@ -13,9 +13,16 @@ each wake-up a *slot* of channels and how many frames each is due:
   gives every channel several frames (e.g. 4 at speed 20), as the old
   per-channel loop did.
 
-`schedule(speed)` is the pure part (tested directly); `MediaClock` is the thin
-gevent shell.  The clock never bursts to catch up after a stall longer than
-RESYNC_S: it drops that time, like the old per-channel loop did.
+Each slot is owed the frames its channels should have had by now
+(`frames_due`): a slot served late (a busy machine) gets all it is owed in one
+wake-up (up to CATCH_UP_FRAMES at a time), so its forks send those frames in
+one TCP write, as mod_audio_fork coalesces packets when its service thread
+falls behind, instead of the switch falling further behind.  It never bursts
+more than RESYNC_S of media: older debt is dropped, like the old per-channel
+loop did.
+
+`schedule(speed)` and `frames_due()` are the pure part (tested directly);
+`MediaClock` is the thin gevent shell.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import gevent
 FRAME_S = 0.020  # one media frame (20 ms ptime)
 MIN_WAKE_S = 0.004  # the clock wakes at most every 4 ms of wall time
 RESYNC_S = 0.5  # behind by more than this (debugger, overload): resync, never burst
+CATCH_UP_FRAMES = 5  # at most this many frames (or frames_per_wake) per channel per wake-up
 
 T = TypeVar("T", bound=Hashable)
 
@@ -46,6 +54,16 @@ class Schedule:
         return self.wake_s * self.slots / self.frames_per_wake
 
 
+def frames_due(elapsed_s: float, phase_s: float, frame_wall_s: float, served: int) -> int:
+    """Frames a slot is owed `elapsed_s` after the clock started, given `served` so far (pure).
+
+    The slot's frame k is due at `phase_s + k * frame_wall_s` (its first frame at its phase).
+    """
+    if elapsed_s < phase_s:
+        return 0
+    return int((elapsed_s - phase_s) / frame_wall_s + 1e-9) + 1 - served
+
+
 def schedule(speed: float) -> Schedule:
     """The clock's plan for `speed` (scenario time runs `speed` times faster than wall time)."""
     if speed <= 0:
@@ -59,7 +77,7 @@ def schedule(speed: float) -> Schedule:
 
 
 class MediaClock(Generic[T]):
-    """Ticks its members: `on_wake(members_of_this_slot, frames)` on every wake-up.
+    """Ticks its members: `on_wake(members_of_this_slot, frames_owed)` on every wake-up.
 
     `on_wake` must not block (it runs inside the clock greenlet); it returns the
     members whose media ended, and those leave the clock.  The greenlet starts
@@ -79,6 +97,7 @@ class MediaClock(Generic[T]):
         self._where: dict[T, int] = {}
         self._greenlet: gevent.Greenlet | None = None
         self.wakes = 0
+        self.frames_dropped = 0  # per slot: media frames skipped after stalls longer than RESYNC_S
 
     def __len__(self) -> int:
         return len(self._where)
@@ -108,18 +127,30 @@ class MediaClock(Generic[T]):
 
     def _run(self) -> None:
         plan = self.plan
-        next_t = time.monotonic()
+        frame_wall = plan.frame_wall_s
+        max_due = max(plan.frames_per_wake, int(RESYNC_S / frame_wall))
+        batch = max(plan.frames_per_wake, CATCH_UP_FRAMES)
+        start = time.monotonic()
+        served = [0] * plan.slots
         wake = 0
         while self._where:
-            members = self._slots[wake % plan.slots]
-            if members:
-                for item in self._on_wake(list(members), plan.frames_per_wake):
-                    self.remove(item)
+            slot = wake % plan.slots
+            due = frames_due(time.monotonic() - start, slot * plan.wake_s, frame_wall, served[slot])
+            if due > max_due:  # stalled (debugger, overload): drop the older debt, never burst
+                self.frames_dropped += due - max_due
+                served[slot] += due - max_due
+                due = max_due
+            members = self._slots[slot]
+            due = min(due, batch)  # the rest of a debt is served by the next wake-ups, back to back
+            if due > 0:
+                served[slot] += due
+                if members:
+                    for item in self._on_wake(list(members), due):
+                        self.remove(item)
             wake += 1
             self.wakes += 1
-            next_t += plan.wake_s
-            delay = next_t - time.monotonic()
-            if delay < -RESYNC_S:
-                next_t = time.monotonic()
+            delay = start + wake * plan.wake_s - time.monotonic()
+            if delay < -RESYNC_S:  # skip the wake-ups missed; their slots get what they are owed next time
+                wake = int((time.monotonic() - start) / plan.wake_s)
                 delay = 0.0
             gevent.sleep(max(0.0, delay))  # cheaper than Event.wait(timeout) at 250 wake-ups a second

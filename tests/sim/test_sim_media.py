@@ -173,3 +173,18 @@ def test_hangup_with_a_stuck_peer_still_ends_the_fork(two_calls) -> None:
         assert sw.channel(stuck_uuid) is None
     finally:
         stuck.close()
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "phase", "served", "due"),
+    [
+        (0.0, 0.0, 0, 1),  # the first frame at once
+        (0.019, 0.0, 1, 0),  # on time: nothing more until the next 20 ms
+        (0.020, 0.0, 1, 1),
+        (0.003, 0.004, 0, 0),  # a slot with a 4 ms phase waits for it
+        (0.004, 0.004, 0, 1),
+        (0.100, 0.0, 1, 5),  # served 80 ms late: all 5 owed frames in one wake-up
+    ],
+)
+def test_frames_due(elapsed: float, phase: float, served: int, due: int) -> None:
+    assert media_clock.frames_due(elapsed, phase, 0.020, served) == due
