@@ -148,6 +148,10 @@ class RowBuffer:
     def __len__(self) -> int:
         return self._count
 
+    def has(self, call_id: str | None = None) -> bool:
+        """Anything buffered (for `call_id`, or at all)?"""
+        return bool(self._count) if call_id is None else call_id in self._calls
+
     def add(self, event: dict[str, Any]) -> int:
         """Buffer one event; returns how many old rows were dropped to make room (0 normally)."""
         self._calls.setdefault(event["call_id"], []).append(event)
@@ -220,25 +224,29 @@ class _Writer:
                 "failed_flushes": self.failed_flushes}
 
     def flush(self, call_id: str | None = None) -> int:
-        with self._lock:
-            rows = self.buffer.take(call_id)
-            if not rows:
-                return 0
-            try:
-                with _connection():
-                    stored = _insert(rows)
-            except Exception as exc:  # noqa: BLE001 - keep the rows, retry on the next flush
-                self.failed_flushes += 1
-                dropped = self.buffer.put_back(rows)
-                log.warning("events: %d buffered row(s) not stored, kept for the next flush: %s",
-                            len(rows), exc)
-                if dropped:
-                    log.error("events: %d buffered row(s) dropped (more than %d waiting for the database)",
-                              dropped, self.buffer.max_rows)
-                return 0
-            self.written += stored
-            self.stored.set()
-            return stored
+        if not self.buffer.has(call_id):
+            return 0
+        rows: list[dict[str, Any]] = []
+        try:
+            # the connection before the lock: never hold the lock while waiting for a pooled connection
+            with _connection(), self._lock:
+                rows = self.buffer.take(call_id)
+                if not rows:
+                    return 0
+                stored = _insert(rows)
+                self.written += stored
+                self.stored.set()
+                return stored
+        except Exception as exc:  # noqa: BLE001 - keep the rows, retry on the next flush
+            self.failed_flushes += 1
+            with self._lock:
+                dropped = self.buffer.put_back(rows) if rows else 0
+            log.warning("events: %d buffered row(s) not stored, kept for the next flush: %s",
+                        len(rows) or len(self.buffer), exc)
+            if dropped:
+                log.error("events: %d buffered row(s) dropped (more than %d waiting for the database)",
+                          dropped, self.buffer.max_rows)
+            return 0
 
 
 @contextmanager
@@ -255,7 +263,13 @@ def _connection() -> Iterator[None]:
 
 
 def _insert(rows: list[dict[str, Any]]) -> int:
-    """INSERT the rows in chunks; a chunk with a row of an unknown call goes row by row (skipping those)."""
+    """INSERT the rows in chunks, all in one transaction (a failure stores none of them, so none is stored
+    twice on retry); a chunk with a row of an unknown call goes row by row (skipping those)."""
+    with db.database.atomic():
+        return _insert_chunks(rows)
+
+
+def _insert_chunks(rows: list[dict[str, Any]]) -> int:
     stored = 0
     for i in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[i : i + INSERT_CHUNK]
