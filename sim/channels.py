@@ -509,6 +509,9 @@ class Engine:
         ended = []
         forks: list[ForkSession] = []
         for ch in chans:
+            if ch.hungup:
+                ended.append(ch)
+                continue
             for _ in range(frames):
                 if not self._media_tick(ch):
                     ended.append(ch)
