@@ -307,11 +307,13 @@ class ForkSession:
         """Stop audio and send one empty binary frame (the server may then send final results and close)."""
         if not self.closed:
             self.paused = True
+            flush_all((self,))  # audio pushed before goes first
             self._out += encode_frame(2, b"")
             self._write_pending()
 
     def send_text(self, text: str) -> None:
         if not self.closed:
+            flush_all((self,))  # audio pushed before goes first
             self._out += encode_frame(1, text.encode("utf-8"))
             self._write_pending()
 
@@ -323,6 +325,7 @@ class ForkSession:
         """The final text (if any) and Close 1000 go after what is queued; audio stops now."""
         if self.closed:
             return
+        flush_all((self,))  # audio pushed before goes first (not connected yet: kept for _run)
         if final_text:
             self._out += encode_frame(1, final_text.encode("utf-8"))
         self._out += encode_frame(8, struct.pack("!H", 1000))

@@ -20,7 +20,7 @@ import pytest
 from sim_esl_client import Msg, RawEsl, WsSink
 from test_sim_audio_fork import NUMBER, SCENARIO
 
-from sim import media_clock
+from sim import audio_fork, media_clock
 from sim.audio_fork import FrameReader
 from sim.esl_server import SimSwitch
 
@@ -188,3 +188,46 @@ def test_hangup_with_a_stuck_peer_still_ends_the_fork(two_calls) -> None:
 )
 def test_frames_due(elapsed: float, phase: float, served: int, due: int) -> None:
     assert media_clock.frames_due(elapsed, phase, 0.020, served) == due
+
+
+def test_wire_frames_are_masked_frames_with_fresh_keys() -> None:
+    payloads = [bytes(range(i, i + 160)) * 2 for i in range(5)]
+    head = audio_fork.frame_header(2, 320)
+    rows = bytes(audio_fork.wire_frames(head, payloads, 320))
+    reader = FrameReader()
+    reader.feed(rows)
+    assert [reader.next() for _ in payloads] == [(2, p) for p in payloads]
+    keys = {rows[i * 328 + 4 : i * 328 + 8] for i in range(5)}
+    assert len(keys) == 5  # one random key per frame
+
+
+def test_flush_all_writes_each_fork_its_own_frames_in_order() -> None:
+    import numpy as np
+
+    pairs = [socket.socketpair() for _ in range(2)]
+    forks = []
+    for (ours, _), (mix, rate) in zip(pairs, [("mono", 8000), ("mono", 16000)], strict=True):
+        fork = audio_fork.ForkSession("c", "ws://127.0.0.1:1/", mix, rate, None, lambda s, b: None)
+        ours.setblocking(False)
+        fork._fd, fork.connected = ours.fileno(), True  # as if connected: only the writing is tested
+        forks.append(fork)
+    frames = [np.arange(i * 160, (i + 1) * 160, dtype=np.int16) for i in range(3)]
+    for f in frames:
+        for fork in forks:
+            fork.push(f, None)
+    forks[1].send_text("after")  # the audio pushed before it is written first
+    audio_fork.flush_all(forks)
+    for (_, theirs), size in zip(pairs, (320, 640), strict=True):
+        reader = FrameReader()
+        reader.feed(theirs.recv(65536))
+        got = []
+        while (item := reader.next()) is not None:
+            got.append(item)
+        binaries = [p for op, p in got if op == 2]
+        assert [len(p) for p in binaries] == [size] * 3
+        assert [op for op, _ in got] == ([2, 2, 2] if size == 320 else [2, 2, 2, 1])
+        if size == 320:
+            assert binaries == [f.tobytes() for f in frames]
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
