@@ -352,6 +352,8 @@ class ForkSession:
     def _connect(self) -> socket.socket:
         t = self.target
         sock = gsocket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
+        # libwebsockets disables Nagle on its TCP sockets (lws_plat_set_socket_options): each frame goes now
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (
             f"GET {t.path} HTTP/1.1\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nHost: {t.host}\r\n"
