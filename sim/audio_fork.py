@@ -215,6 +215,7 @@ class ForkSession:
         self._last_read = 0
         self._last_write = 0
         self._greenlets: list[gevent.Greenlet] = []
+        self._read_g: gevent.Greenlet | None = None
 
     # -- media in -------------------------------------------------------------------------
     def push(self, read: np.ndarray, write: np.ndarray | None) -> None:
@@ -335,7 +336,8 @@ class ForkSession:
         # not connected yet: _run sends the backlog (metadata, texts, Close) once it is
 
     def _drain(self, sock: socket.socket) -> None:
-        """After stop: write the rest (final text, Close) within DRAIN_TIMEOUT_S, then half-close."""
+        """After stop: write the rest (final text, Close) within DRAIN_TIMEOUT_S, then half-close; a peer
+        that has not closed its side DRAIN_TIMEOUT_S later is cut off (no half-open socket left behind)."""
         try:
             if self._out:
                 sock.settimeout(DRAIN_TIMEOUT_S)
@@ -348,6 +350,15 @@ class ForkSession:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+            if self._read_g is not None:
+                self._read_g.join(DRAIN_TIMEOUT_S)
+            if self._read_g is not None and not self._read_g.dead:
+                log.info("call %s: audio fork peer did not close after Close; closing", self.call_id)
+                self._read_g.kill(block=False)
+                try:
+                    sock.close()
+                except OSError:
+                    pass
 
     def _connect(self) -> socket.socket:
         t = self.target
@@ -413,7 +424,8 @@ class ForkSession:
         if self.metadata:  # the first frame, before any audio or text queued while connecting
             self._out[:0] = encode_frame(1, self.metadata.encode("utf-8"))
         self.emit("mod_audio_fork::connect", None)
-        self._greenlets.append(gevent.spawn(self._read_loop, sock))
+        self._read_g = gevent.spawn(self._read_loop, sock)
+        self._greenlets.append(self._read_g)
         if self.closed:  # stopped while connecting: send what was queued, Close last
             self._drain(sock)
             return
