@@ -3,9 +3,11 @@
 ``Engine`` owns the live channels.  Each originate runs in its own greenlet and
 emits the captured event sequences (``sim.events`` segments) in the order the
 real switch does for that outcome (``fs-captures/gateway/*.summary.txt``),
-placing the BACKGROUND_JOB where the captures place it.  Each channel with media
-runs a media greenlet ticking every 20 ms / speed: the company's (or desk
-phone's) audio goes to the audio forks, recordings and the bridged peer.
+placing the BACKGROUND_JOB where the captures place it.  Every channel with
+media is ticked by the switch's one media clock (``sim.media_clock``) once per
+20 ms of media time: the company's (or desk phone's) audio goes to the audio
+forks, recordings and the bridged peer, and each fork's frames are written to
+its socket right after its channel's tick (non-blocking; ``sim.audio_fork``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import gevent.pool
 import numpy as np
 
 from sim import audio
-from sim.audio_fork import ForkError, ForkSession
+from sim.audio_fork import ForkError, ForkSession, flush_all
 from sim.company import CompanyCall
 from sim.events import Event, EventFactory
+from sim.media_clock import MediaClock
 from sim.phones import Phone
 from sim.scenario import AudioRenderer, CompanyDirectory, Scenario, not_in_service
 
@@ -37,7 +40,6 @@ SETUP_DELAY_S = 0.05  # media seconds between INVITE and the far end's first rep
 REFUSE_DELAY_S = 0.05
 DTMF_GAP_S = 0.15  # between digits of one uuid_send_dtmf (RFC 2833 duration + gap)
 DTMF_DURATION = "2080"
-MIN_WAKE_S = 0.004  # media greenlets wake at most every 4 ms; faster speeds batch frames per wake-up
 _SILENT = np.zeros(audio.FRAME_SAMPLES, dtype=np.int16)  # DTMF-Duration the captured phone sent (samples)
 REFUSE_CAUSE = {"busy": "USER_BUSY", "unavailable": "NORMAL_TEMPORARY_FAILURE", "sit": "UNALLOCATED_NUMBER"}
 USAGE_ORIGINATE = (
@@ -79,7 +81,7 @@ class Channel:
     plays: list[list] = field(default_factory=list)  # [pcm, pos, path, app_uuid]
     last_read: np.ndarray | None = None
     gone: gevent.event.Event = field(default_factory=gevent.event.Event)
-    media: gevent.Greenlet | None = None
+    media_on: bool = False  # the media clock ticks this channel (from answer or early media to hangup)
     created: float = field(default_factory=time.time)
 
     @property
@@ -215,6 +217,7 @@ class Engine:
         self._jobs: dict[str, Job] = {}
         self.pool = gevent.pool.Group()
         self.sessions_since_start = 0
+        self.clock: MediaClock[Channel] = MediaClock(speed, self._media_wake, self.spawn)
 
     # -- helpers ----------------------------------------------------------------------------------
     def scaled(self, seconds: float) -> float:
@@ -243,6 +246,7 @@ class Engine:
         return ch if ch is not None and not ch.hungup else None
 
     def shutdown(self) -> None:
+        self.clock.stop()
         for ch in list(self.channels.values()):
             for fork in ch.forks.values():
                 fork.kill()
@@ -387,8 +391,7 @@ class Engine:
         self.emit_all(segs)
         if not ch.originated:
             self._succeed(ch, job)
-        if ch.media is None:
-            self._start_media(ch)
+        self._start_media(ch)
 
     def _succeed(self, ch: Channel, job: Job) -> None:
         ch.originated = True
@@ -497,21 +500,26 @@ class Engine:
 
     # -- media ----------------------------------------------------------------------------------------
     def _start_media(self, ch: Channel) -> None:
-        ch.media = self.spawn(self._media_loop, ch)
+        if not ch.media_on and not ch.hungup:
+            ch.media_on = True
+            self.clock.add(ch)
 
-    def _media_loop(self, ch: Channel) -> None:
-        period = audio.FRAME_MS / 1000 / self.speed
-        per_wake = max(1, round(MIN_WAKE_S / period))  # at high speed several frames per wake-up
-        next_t = time.monotonic()
-        while not ch.hungup:
-            for _ in range(per_wake):
+    def _media_wake(self, chans: list[Channel], frames: int) -> list[Channel]:
+        """One wake-up of the media clock: `frames` frames for each channel, then its forks' writes."""
+        ended = []
+        forks: list[ForkSession] = []
+        for ch in chans:
+            if ch.hungup:
+                ended.append(ch)
+                continue
+            for _ in range(frames):
                 if not self._media_tick(ch):
-                    return
-            next_t += period * per_wake
-            delay = next_t - time.monotonic()
-            if delay < -0.5:  # fell far behind (debugger, overload): resync, never burst
-                next_t = time.monotonic()
-            gevent.sleep(max(0.0, delay))  # cheaper than Event.wait(timeout) at 50+ wake-ups per second
+                    ended.append(ch)
+                    break
+            if ch.forks:
+                forks += ch.forks.values()
+        flush_all(forks)
+        return ended
 
     def _media_tick(self, ch: Channel) -> bool:
         """One 20 ms frame of the channel; False when the channel's media ends."""
@@ -523,7 +531,7 @@ class Engine:
                 read, cause = ch.company.next_frame()
         else:
             read = _SILENT
-        write = self._next_play_frame(ch)
+        write = self._next_play_frame(ch) if ch.plays else None
         peer = ch.peer
         if write is None and peer is not None:
             write = peer.last_read if peer.last_read is not None else _SILENT
@@ -532,7 +540,7 @@ class Engine:
             ch.company.hear(write)
         if peer is not None and peer.phone is not None and ch.company is not None:
             peer.phone.receive(read)  # the company's audio reaches the bridged desk phone
-        for fork in list(ch.forks.values()):
+        for fork in ch.forks.values():
             fork.push(read, write)
         for frames in ch.recordings.values():
             frames.append(read)
@@ -577,8 +585,7 @@ class Engine:
         )
         self.emit_all(events)
         ch.plays.append([pcm, 0, path, app_uuid])
-        if ch.media is None:
-            self._start_media(ch)
+        self._start_media(ch)
 
     def _playback_done(self, ch: Channel, path: str, app_uuid: str, status: str = "done") -> None:
         if ch.hungup:
@@ -646,11 +653,11 @@ class Engine:
             elif not ch.hungup or subclass == "mod_audio_fork::connect_failed":
                 self.emit(self.factory.one("gw.fork_connect", 0, ch, subclass=subclass, body=body))
 
-        fork = ForkSession(ch.uuid, url, mix, rate, metadata, emit)
+        fork = ForkSession(ch.uuid, url, mix, rate, metadata, emit, self.speed)
         ch.forks[bugname] = fork
         self.emit(self.factory.one("gw.media_bug_start", 0, ch))
         fork.start()
-        if ch.media is None and ch.state != "ringing":
+        if ch.state != "ringing":
             self._start_media(ch)
 
     def stop_fork(self, ch: Channel, bugname: str, text: str | None) -> bool:

@@ -10,38 +10,25 @@ any split, h11 style.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from dataclasses import dataclass, field
 
 DISCONNECT_TEXT = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
 MAX_BODY = 16 * 1024 * 1024  # inbound Content-Length cap (mod_event_socket MAX_CONTENT_LENGTH)
 
-_UNSAFE = set('\r\n #%&+:;<=>?@[\\]^`{|}"')
-_HEX = "0123456789ABCDEFabcdef"
+# bytes switch_url_encode escapes: controls, space, non-ASCII, the unsafe set, and a % not starting %XX
+_ESCAPE = re.compile(rb'[^\x21-\x7e]|[#&+:;<=>?@\[\\\]^`{|}"]|%(?![0-9A-Fa-f]{2})')
 
 Headers = list[tuple[str, str]]
 
 
+@functools.lru_cache(maxsize=8192)  # most header values repeat from event to event
 def url_encode(value: str) -> str:
     """switch_url_encode_opt(double_encode=false): %XX upper-case; an existing %XX escape is kept."""
     raw = value.encode("utf-8")
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        b = raw[i]
-        ch = chr(b)
-        if ch == "%" and _is_hex(raw, i + 1):
-            out.append(ch)
-        elif b < 0x20 or b > 0x7E or ch in _UNSAFE:
-            out.append(f"%{b:02X}")
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
-
-
-def _is_hex(raw: bytes, j: int) -> bool:
-    return j + 1 < len(raw) and chr(raw[j]) in _HEX and chr(raw[j + 1]) in _HEX
+    return _ESCAPE.sub(lambda m: b"%%%02X" % m.group()[0], raw).decode("ascii")
 
 
 def serialize_plain(headers: Headers, body: str | None = None) -> bytes:

@@ -12,6 +12,13 @@ as ISO 8601 with an explicit ``+00:00``.  JSON columns are TEXT holding JSON
 Under gevent every greenlet gets its own connection (peewee keeps connection
 state in a `threading.local`, which gevent patches); close it when a unit of
 work ends (`database.close()`, or `with database.connection_context():`).
+
+Connections are pooled (`playhouse.pool`): `close()` hands the connection back
+and the next `connect()` reuses it, so a `connection_context()` costs no new
+socket or SQLite file open and no PRAGMAs.  `sqlite:///f.db` and
+`postgresql://...` are pooled by default (`sqlite:///:memory:` is not: each
+connection would be a different database); pool settings may be given in the
+URL query (`?max_connections=50&stale_timeout=300&timeout=10`), see POOL_DEFAULTS.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 
 import peewee as pw
 from playhouse.db_url import connect as db_url_connect
+from playhouse.db_url import parse as db_url_parse
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,21 @@ SQLITE_PRAGMAS = (
     ("busy_timeout", 5000),       # milliseconds to wait on a locked database before failing
     ("synchronous", "normal"),    # safe with WAL, far fewer fsyncs
 )
+
+# Pool settings used unless the URL's query sets them.
+POOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sqlite": {
+        "max_connections": 0,       # 0 = no cap: SQLite connections are cheap and local
+        "stale_timeout": 300,       # seconds an idle connection is kept before it is reopened
+        "check_same_thread": False,  # peewee gives each thread/greenlet its own; the pool may hand it on
+    },
+    "postgres": {
+        "max_connections": 64,      # per process; PostgreSQL's own default limit is 100
+        "stale_timeout": 300,       # seconds
+        "timeout": 10,              # seconds to wait for a free connection when all are in use
+    },
+}
+_POOLED_SCHEMES = {"sqlite": "sqlite+pool", "postgres": "postgres+pool", "postgresql": "postgresql+pool"}
 
 FINAL_STATUSES = frozenset(
     {
@@ -314,13 +337,43 @@ class Fingerprint(BaseModel):
 MODELS: tuple[type[BaseModel], ...] = (CallFlow, Device, Call, CallEvent, Fingerprint)
 
 
+def pooled_url(url: str) -> tuple[str, dict[str, Any]]:
+    """(url with a `+pool` scheme, the pool defaults the URL's query does not set) (pure).
+
+    URLs that are already `+pool`, other schemes and in-memory SQLite come back unchanged, no defaults.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url, {}
+    base = scheme.split("+", 1)[0]
+    kind = "sqlite" if base == "sqlite" else "postgres" if base in ("postgres", "postgresql") else ""
+    if not kind or rest.startswith("/:memory:") or rest in ("", "/"):
+        return url, {}
+    if scheme in _POOLED_SCHEMES:
+        url = f"{_POOLED_SCHEMES[scheme]}://{rest}"
+    elif not scheme.endswith("+pool"):
+        return url, {}
+    given = db_url_parse(url)
+    return url, {k: v for k, v in POOL_DEFAULTS[kind].items() if k not in given}
+
+
 def connect(url: str) -> pw.Database:
-    """A peewee Database for `url` (playhouse.db_url schemes), with SQLite pragmas applied."""
+    """A peewee Database for `url` (playhouse.db_url schemes), pooled, with SQLite pragmas applied."""
     if not url:
         raise ValueError("DATABASE_URL is empty; use e.g. sqlite:///holdslayer.db or postgresql://...")
+    url, defaults = pooled_url(url)
     if url.startswith("sqlite"):
-        return db_url_connect(url, pragmas=SQLITE_PRAGMAS)
-    return db_url_connect(url)
+        return db_url_connect(url, pragmas=SQLITE_PRAGMAS, **defaults)
+    return db_url_connect(url, **defaults)
+
+
+def close_all(db: pw.Database) -> None:
+    """Close this process's connections to `db`: the pooled idle ones too (shutdown, switching URLs)."""
+    if not db.is_closed():
+        db.close()
+    closer = getattr(db, "close_all", None)
+    if closer is not None:
+        closer()
 
 
 def init_db(url: str) -> pw.Database:
@@ -335,8 +388,8 @@ def init_db(url: str) -> pw.Database:
     if current is not None and getattr(current, "_hs_url", None) == url:
         db = current
     else:
-        if current is not None and not current.is_closed():
-            current.close()
+        if current is not None:
+            close_all(current)
         db = connect(url)
         setattr(db, "_hs_url", url)  # noqa: B010 - the url this Database was made from
         database.initialize(db)

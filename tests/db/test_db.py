@@ -116,3 +116,32 @@ def test_fingerprints(database) -> None:
 def test_empty_url_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="DATABASE_URL"):
         db.connect("")
+
+
+def test_connections_are_pooled_and_reused(database) -> None:
+    from playhouse.pool import PooledDatabase
+
+    assert isinstance(db.database.obj, PooledDatabase)
+    db.database.close()
+    with db.database.connection_context():
+        first = db.database.connection()
+        assert db.Call.select().count() == 0
+    with db.database.connection_context():  # handed back, then handed out again: no new connect
+        assert db.database.connection() is first
+
+
+@pytest.mark.parametrize(
+    ("url", "pooled", "defaults"),
+    [
+        ("sqlite:///x.db", "sqlite+pool:///x.db", db.POOL_DEFAULTS["sqlite"]),
+        ("sqlite:///:memory:", "sqlite:///:memory:", {}),
+        ("sqlite+pool:///x.db?max_connections=5", "sqlite+pool:///x.db?max_connections=5",
+         {k: v for k, v in db.POOL_DEFAULTS["sqlite"].items() if k != "max_connections"}),
+        ("postgresql://u@h/d", "postgresql+pool://u@h/d", db.POOL_DEFAULTS["postgres"]),
+        ("postgres://u@h/d?timeout=3", "postgres+pool://u@h/d?timeout=3",
+         {k: v for k, v in db.POOL_DEFAULTS["postgres"].items() if k != "timeout"}),
+        ("mysql://u@h/d", "mysql://u@h/d", {}),
+    ],
+)
+def test_pooled_url(url: str, pooled: str, defaults: dict) -> None:
+    assert db.pooled_url(url) == (pooled, defaults)

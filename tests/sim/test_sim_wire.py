@@ -144,3 +144,27 @@ def test_committed_templates_are_built_from_the_captures() -> None:
 
     built = json.loads(json.dumps(build(need_captures()), ensure_ascii=False))
     assert built == json.loads(TEMPLATES_PATH.read_text())
+
+
+def _url_encode_reference(value: str) -> str:
+    """switch_url_encode_opt byte by byte, as the C code reads (the implementation uses one regex)."""
+    raw, out = value.encode("utf-8"), []
+    for i, b in enumerate(raw):
+        kept_escape = b == 0x25 and all(
+            j < len(raw) and chr(raw[j]) in "0123456789ABCDEFabcdef" for j in (i + 1, i + 2)
+        )
+        if kept_escape or (0x20 < b < 0x7F and chr(b) not in '#%&+:;<=>?@[\\]^`{|}"'):
+            out.append(chr(b))
+        else:
+            out.append(f"%{b:02X}")
+    return "".join(out)
+
+
+def test_url_encode_agrees_with_the_byte_by_byte_rule() -> None:
+    import random
+
+    rng = random.Random(7)
+    alphabet = [chr(i) for i in range(0x80)] + ["é", "€", "%", "%4", "%4F", "%zz"]
+    for _ in range(20000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        assert wire.url_encode(value) == _url_encode_reference(value), repr(value)
