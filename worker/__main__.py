@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         control.stop()
         job.install(None)
-        for stop in (hub.stop, getattr(fork, "stop", None), pool.close):
+        # buffered event rows are stored before the connections go (atexit misses os._exit / SIGKILL)
+        for stop in (hub.stop, getattr(fork, "stop", None), pool.close, events.flush,
+                     lambda: db.close_all(db.database.obj)):
             if stop is not None:
                 try:
                     stop()

@@ -59,6 +59,7 @@ MAX_MESSAGE_BYTES = 1 << 20  # one reassembled message (FS sends 320-1280 byte f
 STREAM_MAX_FRAMES = 1500  # buffered binary frames per fork (30 s of 20 ms audio) before backpressure
 BACKPRESSURE_S = 2.0  # the reader waits this long for a slow consumer, then drops the oldest frame
 MAX_CONNECTIONS = 2000  # concurrent WebSocket connections per server
+LISTEN_BACKLOG = 1024  # pending connections: hundreds of forks start at once (gevent's default is 128)
 READ_CHUNK = 65536
 YIELD_EVERY_RECVS = 8  # the reader yields to the hub after this many recvs that did not wait
 PACE_MIN_S = 0.002  # shortest pause between reads of a paced connection (see ForkServer read_pace_s)
@@ -614,7 +615,8 @@ class ForkServer:
         self.public_host = public_host or (host if host not in ("", "0.0.0.0") else "127.0.0.1")
         self.path = "/" + path.strip("/")
         self._streams: dict[str, ForkStream] = {}
-        self._server = StreamServer(self._bind, self._handle, spawn=Pool(max_connections))
+        self._server = StreamServer(self._bind, self._handle, spawn=Pool(max_connections),
+                                    backlog=LISTEN_BACKLOG)
 
     @classmethod
     def from_settings(cls, settings: Any, read_pace_s: float = 0.0, hub_reads: bool = False) -> ForkServer:

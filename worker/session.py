@@ -1256,8 +1256,11 @@ class CallSession:
         from worker import events
 
         try:
-            with db.database.connection_context():
+            if type_ in events.BATCHED_TYPES:  # stored later in batches: no database connection now
                 events.publish(self.rt.redis, self.call_id, type_, data)
+            else:
+                with db.database.connection_context():
+                    events.publish(self.rt.redis, self.call_id, type_, data)
         except Exception as exc:  # noqa: BLE001 - Redis down: log and continue, the DB row is the truth
             log.warning("call %s: event %s not published: %s", self.call_id, type_, exc)
         if not quiet:
