@@ -1,10 +1,13 @@
 """How many calls can one worker process watch at once?  (issue 4)
 
-    python bench/concurrency.py --calls 50 [--speed 5] [--hold 30] [--sims K]
+    python bench/concurrency.py --calls 50 [--speed 5] [--hold 30] [--sims K] [--pin] [--flowless]
 
 Starts the stand-in switch(es) and ONE worker (like the demo), enqueues N
 simultaneous calls to a company with `--hold` media seconds of hold music and
-then an agent, and measures:
+then an agent (a stored HOLD -> TRANSFER flow for its number: the run measures
+watching holds; `--flowless` makes every call transcribe its first
+announcement with the embedded recogniser at the same moment instead), and
+measures:
 
 * lag: frame arrival at the worker's socket -> the detector's decision on the
   feed holding it (p50/p99 from the worker's `hs:stats:<worker>`, a window of
@@ -57,6 +60,7 @@ SAMPLE_S = 0.5  # seconds between worker CPU/RSS samples
 MUSIC = "/usr/share/asterisk/moh/macroform-the_simplicity.wav"
 EARLY_S = 0.5  # a "human" this many media seconds before the agent started is a false one (hold music)
 SIM_CALLS = 250  # calls per stand-in switch process by default (~0.1 core per 100 calls, bench/sim_media.py)
+HOLD_FLOW = [{"type": "HOLD"}, {"type": "TRANSFER"}]  # the stored flow (see --flowless)
 FORK_FAILED = "audio fork could not connect"  # the worker's warning on mod_audio_fork::connect_failed
 
 
@@ -136,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=1.0, help="switch speed (frames arrive this much faster)")
     p.add_argument("--hold", type=float, default=20.0, help="media seconds of hold before the agent")
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument(
+        "--flowless",
+        action="store_true",
+        help="no stored call flow: every call transcribes its first announcement (flow-less "
+        "navigation, embedded pocketsphinx) at the same moment; the default stores HOLD -> TRANSFER "
+        "for the number, so the run measures watching holds",
+    )
     p.add_argument("--sims", type=int, default=0, help=f"switch processes (default 1 per {SIM_CALLS} calls)")
     p.add_argument(
         "--pin",
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             hosts.append(f"127.0.0.1:{sims[-1].match['port']}")
         stack.esl_port = first_port
         worker = stack.start_worker(env={"ESL_HOSTS": ",".join(hosts)})
-        stack.seed(NUMBER, None, devices=("1000",))
+        stack.seed(NUMBER, None if args.flowless else HOLD_FLOW, devices=("1000",), flow_name="Bench Co")
         conn = redis.Redis.from_url(stack.redis_url)
         settings = Settings(redis_url=stack.redis_url, database_url=stack.database_url)
         db.init_db(stack.database_url)
