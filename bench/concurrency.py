@@ -58,6 +58,8 @@ NUMBER = "+15550107700"
 LATE_S = 5.0  # media seconds after the agent starts talking that still count as "on time"
 SAMPLE_S = 0.5  # seconds between worker CPU/RSS samples
 MUSIC = "/usr/share/asterisk/moh/macroform-the_simplicity.wav"
+STEADY_SETTLE_S = 5.0  # seconds after every call is holding before lag windows count as steady (a
+                       # window spans the worker's last LAG_SAMPLES feeds: ~4 s at 500 calls)
 EARLY_S = 0.5  # a "human" this many media seconds before the agent started is a false one (hold music)
 SIM_CALLS = 250  # calls per stand-in switch process by default (~0.1 core per 100 calls, bench/sim_media.py)
 HOLD_FLOW = [{"type": "HOLD"}, {"type": "TRANSFER"}]  # the stored flow (see --flowless)
@@ -70,6 +72,7 @@ def company(hold_s: float) -> dict:
         "name": "Bench Co",
         "ring_seconds": 1,
         "outcome": "answer",
+        "voices": {"ivr": "en-us", "agent": "en-us+f3"},  # the agent is another person than the recording
         "hold": {
             "music": {"file": MUSIC},
             "announcement": {"say": "Thank you for holding."},
@@ -138,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=50)
     p.add_argument("--speed", type=float, default=1.0, help="switch speed (frames arrive this much faster)")
-    p.add_argument("--hold", type=float, default=20.0, help="media seconds of hold before the agent")
+    p.add_argument("--hold", type=float, default=None,
+                   help="media seconds of hold before the agent (default: 20 + the worker's start-up ramp, "
+                        "calls / CALL_START_RATE, so that every call is holding at once)")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument(
         "--flowless",
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.sims < 0:
         p.error("--sims must be >= 0")
     n_sims = args.sims or -(-args.calls // SIM_CALLS)
+    start_rate = float(os.environ.get("CALL_START_RATE", "") or Settings().call_start_rate)
+    if args.hold is None:
+        args.hold = 20.0 + (args.calls / start_rate if start_rate > 0 else 0.0)
 
     work = Path(tempfile.mkdtemp(prefix="hs-bench-"))
     companies = work / "companies"
@@ -209,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         redis_cpu0 = proc_stats(redis_pid)[0] if redis_pid else 0.0
         stats_key = f"hs:stats:{worker.match['id']}"
         windows: list[tuple[float, float]] = []  # (p50, p99) of the worker's lag window, sampled
+        # the same while every call is holding (set-up ramp over, no transfer yet): the steady state
+        steady: list[tuple[float, float]] = []
+        all_holding_at: float | None = None
+        steady_cpu: list[tuple[float, float]] = []  # (wall, worker CPU s) while every call is holding
+        peak_holding = 0
         started = time.monotonic()
         ids = []
         with db.database.connection_context():
@@ -229,6 +242,17 @@ def main(argv: list[str] | None = None) -> int:
             now = {_text(k): _text(v) for k, v in conn.hgetall(stats_key).items()}
             if "lag_p99_ms" in now:
                 windows.append((float(now["lag_p50_ms"]), float(now["lag_p99_ms"])))
+            with db.database.connection_context():
+                holding = db.Call.select().where(db.Call.id.in_(ids) & (db.Call.status == "holding")).count()
+            peak_holding = max(peak_holding, holding)
+            t = time.monotonic()
+            if holding == args.calls:
+                all_holding_at = all_holding_at or t
+                steady_cpu.append((t, proc_stats(worker.popen.pid)[0]))
+                if t - all_holding_at >= STEADY_SETTLE_S and "lag_p99_ms" in now:
+                    steady.append(windows[-1])
+            elif all_holding_at is not None:
+                all_holding_at = -1.0  # the steady state is over (a call moved on)
             with db.database.connection_context():
                 done = {
                     c.id
@@ -272,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((cid[:8], c.status, c.hold_seconds(), delay))
         lag50 = pct([w[0] for w in windows], 0.5)
         lag99 = max((w[1] for w in windows), default=0.0)
+        steady50 = pct([w[0] for w in steady], 0.5) if steady else None
+        steady99 = max((w[1] for w in steady), default=None)
+        steady_ms = None
+        if len(steady_cpu) >= 2:
+            (w0, c0), (w1, c1) = steady_cpu[0], steady_cpu[-1]
+            steady_ms = round((c1 - c0) * 1000 / ((w1 - w0) * args.calls), 3) if w1 > w0 else None
         result = {
             "calls": args.calls,
             "lag_p50_ms": round(lag50, 3),
@@ -287,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
             "sim_cores_per_100_calls": round(sum(sim_cpu) / wall * 100 / args.calls, 3),
             "redis_cores": round(redis_cpu / wall, 3) if redis_pid else None,
             "fork_failures": fork_failures,
+            "peak_holding": peak_holding,
+            "steady_lag_p50_ms": None if steady50 is None else round(steady50, 3),
+            "steady_lag_p99_ms": None if steady99 is None else round(steady99, 3),
+            "steady_cpu_ms_per_call_second": steady_ms,
+            "steady_seconds": round(steady_cpu[-1][0] - steady_cpu[0][0], 1) if len(steady_cpu) >= 2 else 0.0,
         }
         print(f"{'call':10} {'status':16} {'hold_s':>8} {'human_after_agent_s':>20}")
         for cid, status, hold, delay in rows:
@@ -296,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"lag p50 {lag50:.2f} ms (median window), p99 {lag99:.2f} ms (worst of {len(windows)} windows); "
             f"{stats.get('frames', 0)} feeds"
+        )
+        print(
+            f"all {args.calls} calls holding at once for {result['steady_seconds']}s (peak {peak_holding}): "
+            f"lag p50 {result['steady_lag_p50_ms']} ms, p99 {result['steady_lag_p99_ms']} ms (worst of "
+            f"{len(steady)} windows), worker CPU {steady_ms} ms per call-second"
         )
         print(
             f"worker CPU {cpu1 - cpu0:.2f}s in {wall:.1f}s wall ({(cpu1 - cpu0) / wall:.2f} cores) for "

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     is_mine=lambda cid: cid in rt.active,
                     my_legs=lambda: active_legs(rt))
     w = GeventWorker([settings.queue_name], connection=conn, name=worker_id,
-                     max_jobs=settings.max_calls_per_worker,
+                     max_jobs=settings.max_calls_per_worker, start_rate=settings.call_start_rate,
                      grace_s=settings.worker_grace_s if args.grace is None else args.grace,
                      heartbeat_s=settings.worker_heartbeat_s,
                      on_tick=lambda: tick(reaper, lag, conn, worker_id))

@@ -54,10 +54,10 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
 
 
-def _env_seconds(name: str, default: float, positive: bool = False) -> float:
+def _env_seconds(name: str, default: float, positive: bool = False, unit: str = "seconds") -> float:
     value = _env_float(name, default)
     if value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} {unit}, got {value!r}")
     return value
 
 
@@ -106,6 +106,7 @@ class Settings:
     desk_ring_timeout_s: int = 30        # how long the user's phone rings before we reassure/retry
     max_hold_s: int = 4 * 3600           # hard cap on a call, enforced by the switch (sched_hangup) too
     max_calls_per_worker: int = 60       # measured ~80 calls per core (bench/CONCURRENCY.md)
+    call_start_rate: float = 10.0        # calls a worker starts per second at most (0: no limit)
     worker_heartbeat_s: int = 10
     worker_grace_s: float = 30.0         # seconds running calls may go on after SIGTERM
 
@@ -161,6 +162,7 @@ class Settings:
             desk_ring_timeout_s=_env_int("DESK_RING_TIMEOUT", d.desk_ring_timeout_s),
             max_hold_s=_env_int("MAX_HOLD_SECONDS", d.max_hold_s),
             max_calls_per_worker=_env_int("MAX_CALLS_PER_WORKER", d.max_calls_per_worker),
+            call_start_rate=_env_seconds("CALL_START_RATE", d.call_start_rate, unit="calls per second"),
             worker_heartbeat_s=_env_int("WORKER_HEARTBEAT", d.worker_heartbeat_s),
             worker_grace_s=_env_seconds("WORKER_GRACE_S", d.worker_grace_s),
             api_key=_env("API_KEY"),

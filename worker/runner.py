@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,7 @@ class GeventWorker(BaseWorker):
         heartbeat_s: float = 10.0,
         job_timeout_floor_s: int = JOB_TIMEOUT_FLOOR_S,
         on_tick: Callable[[], None] | None = None,
+        start_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("serializer", "json")
@@ -94,7 +96,14 @@ class GeventWorker(BaseWorker):
         super().__init__(queues, name=name, connection=connection, **kwargs)
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
+        if start_rate < 0:
+            raise ValueError(f"start_rate must be >= 0 calls per second, got {start_rate}")
         self.max_jobs = max_jobs
+        # Calls started per second at most (0: no limit).  A call's set-up (originate, fork, rows,
+        # events) is the burst of its life; hundreds at once would hold up every other call's audio
+        # (one process, cooperative greenlets) and exceed what SIP trunks accept (calls per second).
+        self.start_interval = 1.0 / start_rate if start_rate > 0 else 0.0
+        self._next_start = 0.0
         # Every running call may hold a Redis connection at once (events, job meta); redis-py's pool
         # defaults to 100 and raises "Too many connections" past it (seen at 500 calls).
         rpool = getattr(connection, "connection_pool", None)
@@ -145,6 +154,10 @@ class GeventWorker(BaseWorker):
                 if self.pool.full():
                     self.pool.wait_available(timeout=DEQUEUE_POLL_S)
                     continue
+                pace = self._next_start - time.monotonic()
+                if pace > 0:
+                    self._stop.wait(min(pace, DEQUEUE_POLL_S))   # the job stays queued meanwhile
+                    continue
                 try:
                     result = self.queue_class.dequeue_any(
                         self._ordered_queues, None if burst else DEQUEUE_POLL_S,
@@ -168,6 +181,8 @@ class GeventWorker(BaseWorker):
                     break
                 worked = True
                 self._start(job, queue)
+                if self.start_interval:
+                    self._next_start = time.monotonic() + self.start_interval
         finally:
             self._drain()
             if self._maintainer is not None:

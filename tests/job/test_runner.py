@@ -91,6 +91,21 @@ def test_caps_concurrency(make_worker, queue):
         _wait_status(j, JobStatus.FINISHED)
 
 
+def test_start_rate_spaces_call_starts(make_worker, queue):
+    # 2 calls per second: the runner dequeues the next job only 0.5 s after starting one (the
+    # queued jobs wait in Redis meanwhile, where another worker may take them)
+    jobs = [queue.enqueue("runner_jobs.block", n) for n in ("a", "b", "c")]
+    make_worker(max_jobs=10, start_rate=2.0)
+    for n in ("a", "b", "c"):
+        assert _started(n).wait(WAIT_S), f"{n} never started"
+    t = runner_jobs.started_at
+    assert t["b"] - t["a"] >= 0.5 and t["c"] - t["b"] >= 0.5, t
+    for n in ("a", "b", "c"):
+        _release(n)
+    for j in jobs:
+        _wait_status(j, JobStatus.FINISHED)
+
+
 def test_failure_goes_to_failed_registry(make_worker, queue):
     job = queue.enqueue("runner_jobs.fail", "boom")
     make_worker(max_jobs=3)
@@ -124,3 +139,5 @@ def test_warm_shutdown_interrupts_calls_after_grace(make_worker, queue):
 def test_rejects_bad_cap(redis_conn, queue):
     with pytest.raises(ValueError, match="max_jobs"):
         GeventWorker([queue], connection=redis_conn, max_jobs=0)
+    with pytest.raises(ValueError, match="start_rate"):
+        GeventWorker([queue], connection=redis_conn, start_rate=-1)
