@@ -21,8 +21,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
-import base64  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
@@ -37,11 +35,14 @@ import gevent  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from worker.audio_fork import parse_upgrade, upgrade_response  # noqa: E402
+
 NUMBER = "15550108800"
 PASSWORD = "ClueCon"  # noqa: S105 - the stand-in switch's default ESL password
 SINK_READ_S = 0.05  # the sink drains each socket this often (seconds)
 ESL_CONNECTIONS = 8  # originates run in parallel over this many ESL connections
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FRAME_WIRE_BYTES = 2 + 4 + 320  # a masked mono 8k binary frame: header, mask key, 20 ms of L16
 
 
@@ -118,16 +119,7 @@ class Sink:
                 return
             buf += data
         head, rest = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode().split("\r\n")
-        key = next(ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("sec-websocket-key"))
-        digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
-        accept = base64.b64encode(digest).decode()
-        sock.sendall(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: audio.drachtio.org\r\n\r\n"
-            ).encode()
-        )
+        sock.sendall(upgrade_response(parse_upgrade(head)))  # the worker's own (pure) upgrade
         sock.setblocking(False)
         if not self.socks:
             self.first += rest

@@ -8,8 +8,6 @@ and the stream carries on, whole frames only, when the peer reads again.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import socket
 from pathlib import Path
@@ -23,10 +21,10 @@ from test_sim_audio_fork import NUMBER, SCENARIO
 from sim import audio_fork, media_clock
 from sim.audio_fork import FrameReader
 from sim.esl_server import SimSwitch
+from worker.audio_fork import parse_upgrade, upgrade_response
 
 SPEED = 100.0  # fills the kernel socket buffers of a stuck fork in a second or two
 OVERRUN_TIMEOUT_S = 30.0
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @pytest.mark.parametrize(
@@ -75,16 +73,7 @@ class StuckSink:
         while b"\r\n\r\n" not in buf:
             buf += sock.recv(4096)
         head, rest = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode().split("\r\n")
-        key = next(ln.split(": ", 1)[1] for ln in lines if ln.startswith("Sec-WebSocket-Key"))
-        digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
-        accept = base64.b64encode(digest).decode()
-        sock.sendall(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: audio.drachtio.org\r\n\r\n"
-            ).encode()
-        )
+        sock.sendall(upgrade_response(parse_upgrade(head)))  # the worker's own (pure) upgrade
         self.reader.feed(rest)
         self.sock = sock
         self.ready.set()
