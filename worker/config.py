@@ -105,7 +105,7 @@ class Settings:
     ring_timeout_s: int = 60             # originate_timeout for the company leg
     desk_ring_timeout_s: int = 30        # how long the user's phone rings before we reassure/retry
     max_hold_s: int = 4 * 3600           # hard cap on a call, enforced by the switch (sched_hangup) too
-    max_calls_per_worker: int = 200      # 500 holds fit one core; room for set-up and navigation (bench/CONCURRENCY.md)
+    max_calls_per_worker: int = 200      # 500 holds fit one core (bench/CONCURRENCY.md): room for set-up
     call_start_rate: float = 10.0        # calls a worker starts per second at most (0: no limit)
     worker_heartbeat_s: int = 10
     worker_grace_s: float = 30.0         # seconds running calls may go on after SIGTERM
