@@ -10,8 +10,12 @@ does three things, in this order:
 3. RPUSHes it to `hs:history:<call_id>` (capped at HISTORY_MAX, expires after
    HISTORY_TTL_S) so late subscribers (the call page) can catch up.
 
-High-rate types (BATCHED_TYPES: `detector.state`, several a second per call)
-are published and kept in the Redis history at once, but their rows go to a
+High-rate types (BATCHED_TYPES: `detector.state`, several a second per call,
+emitted from the audio hub's rounds) do not wait for Redis either: they go to
+a per-process outbox that a sender greenlet PUBLISHes and RPUSHes every
+OUTBOX_INTERVAL_S in one pipeline, and that any other event drains first (so
+a call's Redis history keeps publish order; `flush()` drains it too).  Their
+rows go to a
 per-process buffer written in one INSERT per batch: by a writer (a thread, a
 greenlet under gevent) at least every FLUSH_INTERVAL_S, before any other event
 of the same call is stored (so a call's rows keep their order: `call.ended`
@@ -49,6 +53,7 @@ CHANNEL_ALL = "hs:events"
 HISTORY_MAX = 2000                    # events kept per call in Redis
 HISTORY_TTL_S = 7 * 24 * 3600         # seconds a call's Redis history lives after its last event
 BATCHED_TYPES = frozenset({"detector.state"})  # rows written in batches (published at once all the same)
+OUTBOX_INTERVAL_S = 0.05              # seconds: batched types reach Redis at most this late
 FLUSH_INTERVAL_S = 1.0                # seconds: the writer stores buffered rows at least this often
 MAX_PENDING = 100_000                 # buffered rows kept while the database fails; then the oldest go
 INSERT_CHUNK = 200                    # rows per INSERT (4 columns: under SQLite's 999-variable limit)
@@ -88,26 +93,72 @@ def publish(
 ) -> dict[str, Any]:
     """Store, publish and remember one event; returns it."""
     event = make_event(call_id, type, data)
+    batched = type in BATCHED_TYPES
     if store:
-        if type in BATCHED_TYPES:
+        if batched:
             _writer.add(event)
         else:
             _writer.flush(call_id)     # this call's buffered rows first: its rows stay in order
             _store(event)
     if redis_conn is not None:
         payload = json.dumps(event, separators=(",", ":"))
-        try:
-            pipe = redis_conn.pipeline(transaction=False)
-            pipe.rpush(history_key(call_id), payload)
-            pipe.ltrim(history_key(call_id), -HISTORY_MAX, -1)
-            pipe.expire(history_key(call_id), HISTORY_TTL_S)
-            pipe.publish(channel_for(call_id), payload)
-            pipe.publish(CHANNEL_ALL, payload)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("call %s: event %s not published (%s); stored only", call_id, type, exc)
+        if batched:
+            _outbox.add(redis_conn, call_id, payload)
+        else:
+            _outbox.send(redis_conn, (call_id, payload))
     log.debug("call %s: event %s", call_id, type)
     return event
+
+
+def _queue_event(pipe: Any, call_id: str, payload: str) -> None:
+    pipe.rpush(history_key(call_id), payload)
+    pipe.ltrim(history_key(call_id), -HISTORY_MAX, -1)
+    pipe.expire(history_key(call_id), HISTORY_TTL_S)
+    pipe.publish(channel_for(call_id), payload)
+    pipe.publish(CHANNEL_ALL, payload)
+
+
+class _Outbox:
+    """Batched-type events waiting for Redis, and the thread (greenlet under gevent) that sends them.
+
+    One lock around every send keeps the order: what waits goes out before (and in the same pipeline
+    as) the next event sent at once."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[redis.Redis, str, str]] = []
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, conn: redis.Redis, call_id: str, payload: str) -> None:
+        self._items.append((conn, call_id, payload))
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="hs-event-outbox", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(OUTBOX_INTERVAL_S)
+            if self._items:
+                self.send()
+
+    def send(self, conn: redis.Redis | None = None, event: tuple[str, str] | None = None) -> None:
+        """Send what waits, then `event` (call_id, payload) on `conn`; Redis errors are logged."""
+        with self._lock:
+            items, self._items = self._items, []
+            if event is not None and conn is not None:
+                items.append((conn, *event))
+            by_conn: dict[int, tuple[redis.Redis, list[tuple[str, str]]]] = {}
+            for c, cid, payload in items:
+                by_conn.setdefault(id(c), (c, []))[1].append((cid, payload))
+            for c, evs in by_conn.values():
+                try:
+                    pipe = c.pipeline(transaction=False)
+                    for cid, payload in evs:
+                        _queue_event(pipe, cid, payload)
+                    pipe.execute()
+                except redis.RedisError as exc:
+                    log.warning("events: %d event(s) not published (%s); stored only", len(evs), exc)
 
 
 def _store(event: dict[str, Any]) -> int:
@@ -127,7 +178,9 @@ def flush(call_id: str | None = None) -> int:
     """Store the buffered rows now (of one call, or all); returns how many were written.
 
     Never raises: on a database error the rows stay buffered for the next flush (logged).
+    Events still waiting for Redis are sent first.
     """
+    _outbox.send()
     return _writer.flush(call_id)
 
 
@@ -288,6 +341,7 @@ def _insert_chunks(rows: list[dict[str, Any]]) -> int:
 
 
 _writer = _Writer()
+_outbox = _Outbox()
 
 
 @atexit.register
@@ -299,6 +353,7 @@ def _flush_at_exit() -> None:
 def history(redis_conn: redis.Redis | None, call_id: str) -> list[dict[str, Any]]:
     """All events of a call, oldest first: the Redis list when it exists, else the stored rows."""
     if redis_conn is not None:
+        _outbox.send()   # (this process's batched events still on their way)
         try:
             raw = redis_conn.lrange(history_key(call_id), 0, -1)
         except redis.RedisError as exc:

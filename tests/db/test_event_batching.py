@@ -3,9 +3,11 @@ call end, shutdown or a database error.  SQLite and PostgreSQL (the `database_ur
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,11 +32,11 @@ def _rows(call_id: str) -> list[tuple[str, dict]]:
     return [(r.type, db.loads(r.data, {})) for r in q]
 
 
-def test_buffered_rows_arrive_in_order_and_redis_is_immediate(database, redis_conn) -> None:
+def test_buffered_rows_arrive_in_order_and_redis_history_reads_them(database, redis_conn) -> None:
     call = db.Call.create(number="+15550100100")
     data = [{"i": i, "state": "music"} for i in range(450)]
     sent = [events.publish(redis_conn, call.id, "detector.state", d) for d in data]
-    assert events.history(redis_conn, call.id) == sent  # published and kept in Redis at once
+    assert events.history(redis_conn, call.id) == sent  # kept in Redis (history sends what waits)
     events.flush()
     assert _rows(call.id) == [("detector.state", ev["data"]) for ev in sent]  # 3 INSERT chunks, in order
     assert events.history(None, call.id) == sent
@@ -55,6 +57,48 @@ def test_other_events_of_the_call_flush_its_rows_first(database, redis_conn) -> 
     ]
     events.flush()
     assert _rows(other.id) == [("detector.state", {"i": 99})]
+
+
+def _messages(sub, count: int, deadline_s: float = 5.0) -> list[dict]:
+    """The next `count` published events on `sub` (subscribe confirmations skipped), within a deadline."""
+    got: list[dict] = []
+    end = time.monotonic() + deadline_s
+    while len(got) < count and time.monotonic() < end:
+        m = sub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if m is not None:
+            got.append(json.loads(m["data"]))
+    return got
+
+
+def test_batched_events_reach_redis_without_being_asked(database, redis_conn) -> None:
+    call = db.Call.create(number="+15550100100")
+    sub = redis_conn.pubsub()
+    sub.subscribe(events.channel_for(call.id))
+    sent = events.publish(redis_conn, call.id, "detector.state", {"state": "speech"})
+    got = _messages(sub, 1)      # the outbox's sender publishes it (no other event follows)
+    sub.close()
+    assert got == [sent]
+
+
+def test_an_event_sent_at_once_goes_after_the_batched_ones_waiting(database, redis_conn) -> None:
+    call = db.Call.create(number="+15550100100")
+    sub = redis_conn.pubsub()
+    sub.subscribe(events.channel_for(call.id))
+    states = [events.publish(redis_conn, call.id, "detector.state", {"i": i}) for i in range(3)]
+    likely = events.publish(redis_conn, call.id, "human.likely", {"t": 1.0})
+    # already in Redis, in publish order, when publish() returns: no wait for the sender
+    raw = redis_conn.lrange(events.history_key(call.id), 0, -1)
+    assert [json.loads(r) for r in raw] == [*states, likely]
+    got = _messages(sub, 4)
+    sub.close()
+    assert got == [*states, likely]
+
+
+def test_flush_sends_what_waits_for_redis(database, redis_conn) -> None:
+    call = db.Call.create(number="+15550100100")
+    sent = events.publish(redis_conn, call.id, "detector.state", {"i": 1})
+    events.flush()
+    assert [json.loads(r) for r in redis_conn.lrange(events.history_key(call.id), 0, -1)] == [sent]
 
 
 def test_the_writer_stores_rows_without_being_asked(database, redis_conn) -> None:
