@@ -8,9 +8,6 @@ and a consumer that falls behind are handled by the hub's reads as by a connecti
 
 from __future__ import annotations
 
-import base64
-import os
-import socket
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -21,50 +18,12 @@ import numpy as np
 import pytest
 from audio_helpers import MOH, PROMPTS, add_noise, level, pcm, silence, sound
 
+from tests.esl.fork_client import RawClient
 from worker import audio_fork as af
 from worker.audio.detector import HoldDetector
 from worker.audio_hub import AudioHub
 
 WAIT_S = 10.0   # bound of every wait on an event (never a sleep)
-
-
-class Client:
-    """A mod_audio_fork stand-in: upgrade, then masked frames."""
-
-    def __init__(self, port: int, call_id: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET /fork/{call_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Protocol: {af.SUBPROTOCOL}\r\n\r\n".encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            assert chunk, "closed during the handshake"
-            self.buf += chunk
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101")
-
-    def send(self, opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True) -> None:
-        frame = bytearray(af.encode_frame(opcode, payload, mask=os.urandom(4) if mask else None))
-        if not fin:
-            frame[0] &= 0x7F
-        self.sock.sendall(bytes(frame))
-
-    def recv_frame(self) -> tuple[int, bytes]:
-        while True:
-            if len(self.buf) >= 2 and len(self.buf) >= 2 + (self.buf[1] & 0x7F):
-                n = self.buf[1] & 0x7F
-                op, payload, self.buf = self.buf[0] & 0x0F, self.buf[2:2 + n], self.buf[2 + n:]
-                return op, payload
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Sink:
@@ -119,7 +78,7 @@ def test_every_call_gets_its_audio_in_order_and_the_events_of_a_lone_detector(se
              for cid in audio}
     for sink in sinks.values():
         hub.add(sink)
-    clients = {cid: Client(server.port, cid) for cid in audio}
+    clients = {cid: RawClient.upgrade(server.port, cid) for cid in audio}
     for cid, client in clients.items():
         client.send(af.OP_TEXT, f'{{"callId":"{cid}"}}'.encode())
     frame = {cid: 2 * rates[cid] // 50 for cid in audio}
@@ -151,7 +110,7 @@ def test_ping_fragments_text_and_release_in_hub_reads(server, hub):
     stream = server.expect("c1")
     sink = Sink("c1", stream, None)
     hub.add(sink)
-    client = Client(server.port, "c1")
+    client = RawClient.upgrade(server.port, "c1")
     client.send(af.OP_TEXT, b'{"callId":"c1"}')
     client.send(af.OP_BINARY, b"\x01" * 100, fin=False)
     client.send(af.OP_PING, b"hi")
@@ -171,7 +130,7 @@ def test_ping_fragments_text_and_release_in_hub_reads(server, hub):
 def test_unmasked_frame_closes_with_protocol_error(server, hub):
     sink = Sink("c2", server.expect("c2"), None)
     hub.add(sink)
-    client = Client(server.port, "c2")
+    client = RawClient.upgrade(server.port, "c2")
     client.send(af.OP_BINARY, b"\x00" * 320, mask=False)
     op, payload = client.recv_frame()
     assert op == af.OP_CLOSE and struct.unpack("!H", payload[:2])[0] == af.CLOSE_PROTOCOL
@@ -183,7 +142,7 @@ def test_unmasked_frame_closes_with_protocol_error(server, hub):
 def test_peer_vanishing_ends_the_call_audio(server, hub):
     sink = Sink("c3", server.expect("c3"), HoldDetector())
     hub.add(sink)
-    client = Client(server.port, "c3")
+    client = RawClient.upgrade(server.port, "c3")
     client.send(af.OP_BINARY, b"\x00\x01" * 160)
     client.close()                       # no close frame: EOF
     assert sink.closed.wait(WAIT_S)
@@ -197,7 +156,7 @@ def test_a_consumer_behind_makes_the_hub_read_less_and_drop_the_oldest_without_w
     server = af.ForkServer("127.0.0.1:0", max_frames=10, hub_reads=True).start()
     try:
         stream = server.expect("c4")
-        client = Client(server.port, "c4")
+        client = RawClient.upgrade(server.port, "c4")
         assert stream.wait_connected(WAIT_S)
         frames = [bytes([i]) * 320 for i in range(50)]
         for f in frames:
@@ -252,7 +211,7 @@ def test_a_broken_detector_does_not_cost_any_call_its_audio(server, hub):
     sinks = [Sink("c6", server.expect("c6"), broken), Sink("c7", server.expect("c7"), HoldDetector())]
     for sink in sinks:
         hub.add(sink)
-    clients = [Client(server.port, sink.call_id) for sink in sinks]
+    clients = [RawClient.upgrade(server.port, sink.call_id) for sink in sinks]
     audio = prompt_pcm(8000)[: 320 * 100]
     for i in range(0, len(audio), 320):
         for client in clients:

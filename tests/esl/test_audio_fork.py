@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import socket
 import struct
@@ -13,6 +12,7 @@ import gevent
 import pytest
 
 from tests.esl.captures import CAPTURES
+from tests.esl.fork_client import RawClient
 from worker import audio_fork as af
 
 AF = CAPTURES / "audio_fork"
@@ -30,46 +30,6 @@ def captured_request(log_name: str, target: str | None = None) -> tuple[bytes, s
 
 def captured_text_frames(log_name: str) -> list[str]:
     return re.findall(r"\] TEXT len=\d+(?: dt_ms=[\d.]+)?: (.*)$", (AF / log_name).read_text(), re.M)
-
-
-class RawClient:
-    """Speaks like mod_audio_fork over a plain socket (masked frames, as RFC 6455 requires)."""
-
-    def __init__(self, port: int, request: bytes) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sock.sendall(request)
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            assert chunk, "server closed during the handshake"
-            self.buf += chunk
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.response = head.decode()
-
-    def send(self, opcode: int, payload: bytes = b"", fin: bool = True) -> None:
-        frame = bytearray(af.encode_frame(opcode, payload, mask=os.urandom(4)))
-        if not fin:
-            frame[0] &= 0x7F
-        self.sock.sendall(bytes(frame))
-
-    def recv_frame(self) -> tuple[int, bytes]:
-        while True:
-            if len(self.buf) >= 2:
-                n = self.buf[1] & 0x7F
-                pos = 2
-                if n == 126:
-                    n, pos = struct.unpack("!H", self.buf[2:4])[0], 4
-                if len(self.buf) >= pos + n:
-                    op, payload = self.buf[0] & 0x0F, self.buf[pos : pos + n]
-                    self.buf = self.buf[pos + n :]
-                    return op, payload
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
