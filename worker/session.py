@@ -77,6 +77,26 @@ DESK_UNAVAILABLE_CAUSES = {
 DETECTOR_FINAL = {"voicemail": "voicemail", "sit": "sit", "busy": "busy"}
 
 
+@dataclass
+class PromptEnd:
+    """Pure: a prompt is over once sound was heard and the detector's state has been silence for
+    PROMPT_END_SILENCE_S media seconds since (sound again restarts the count)."""
+
+    heard_speech: bool = False
+    quiet_since: float | None = None  # media time the silence after the sound began
+
+    def state(self, state: str, t_media: float) -> None:
+        if state == "silence":
+            if self.heard_speech and self.quiet_since is None:
+                self.quiet_since = t_media
+        else:
+            self.heard_speech = True
+            self.quiet_since = None
+
+    def ended(self, now: float) -> bool:
+        return self.quiet_since is not None and now - self.quiet_since >= PROMPT_END_SILENCE_S
+
+
 def originate_status(cause: str) -> str:
     """Final status for a company leg that failed before answer (pure)."""
     return ORIGINATE_CAUSES.get(cause.strip().upper(), "failed")
@@ -617,8 +637,7 @@ class CallSession:
         # company heard our last action at the pump's time, so the wait counts from there.
         start = max(self._live_media_t(), self.seen_t)
         now = began = self.seen_t
-        heard_speech = False
-        quiet_since: float | None = None
+        prompt = PromptEnd()
         person: Msg | None = None
         music_since: float | None = now if self.nav_state == "music" else None
         music_s = 0.0  # media seconds of music heard in this wait (hold music mixes in speech-like bits)
@@ -632,7 +651,7 @@ class CallSession:
                 kind = msg.data.kind
                 if kind in ("likely_human", "human"):
                     person = person if person is not None and person.data.kind == "human" else msg
-                    heard_speech = True
+                    prompt.heard_speech = True
                     continue
                 if kind in DETECTOR_FINAL:
                     raise Ended(DETECTOR_FINAL[kind], f"detector: {kind}")
@@ -641,22 +660,17 @@ class CallSession:
                         music_s += max(0.0, msg.t_media - music_since)
                     self.nav_state = msg.data.state
                     music_since = msg.t_media if msg.data.state == "music" else None
-                    if msg.data.state == "silence":
-                        if heard_speech and quiet_since is None:
-                            quiet_since = msg.t_media
-                    else:
-                        heard_speech = True
-                        quiet_since = None
+                    prompt.state(msg.data.state, msg.t_media)
                 continue
             if msg.kind != "tick":
                 self._common(msg)
-            if quiet_since is not None and now - quiet_since >= PROMPT_END_SILENCE_S:
+            if prompt.ended(now):
                 if music_s >= max(1.0, MUSIC_SHARE * (now - began)) and person is None:
                     return "hold", None  # music with pauses (a hold queue), not worth transcribing
                 return "prompt", person
             if music_s + (now - music_since if music_since is not None else 0.0) >= HOLD_MUSIC_S:
                 return "hold", None
-        return ("prompt" if heard_speech else "hold"), person  # a long quiet: the hold loop copes
+        return ("prompt" if prompt.heard_speech else "hold"), person  # a long quiet: the hold loop copes
 
     def _transcript_watching(self) -> tuple[tuple[str, float, float] | None, Msg | None]:
         """The buffered prompt as text (stored as an `ivr.prompt` event with its media times).
@@ -1029,8 +1043,7 @@ class CallSession:
 
     def _wait_prompt_end_ticked(self, max_media_s: float) -> None:
         start = now = max(self._live_media_t(), self.seen_t)
-        heard_speech = False
-        quiet_since: float | None = None
+        prompt = PromptEnd()
         while now - start < max_media_s:
             msg = self._next(timeout=MEDIA_STALL_S)
             if msg is None:
@@ -1040,13 +1053,8 @@ class CallSession:
                 # media time of the messages handled, in step with the detector's states (the pump runs ahead)
                 now = self.seen_t = max(self.seen_t, msg.t_media)
             if msg.kind == "det" and msg.data.kind == "state":
-                if msg.data.state == "silence":
-                    if heard_speech and quiet_since is None:
-                        quiet_since = msg.t_media
-                else:
-                    heard_speech = True
-                    quiet_since = None
-            if quiet_since is not None and now - quiet_since >= PROMPT_END_SILENCE_S:
+                prompt.state(msg.data.state, msg.t_media)
+            if prompt.ended(now):
                 return
 
     def _navigation_msg(self, msg: Msg) -> None:

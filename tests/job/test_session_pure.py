@@ -9,11 +9,28 @@ import pytest
 from worker.esl_protocol import originate_cmd, safe_var_value
 from worker.job import ControlHub
 from worker.session import (
+    PROMPT_END_SILENCE_S,
     Msg,
+    PromptEnd,
     bgapi_result,
     originate_status,
     parse_control,
 )
+
+
+def test_prompt_end_needs_sound_then_quiet_and_sound_restarts_the_count():
+    p = PromptEnd()
+    p.state("silence", 1.0)
+    assert not p.ended(10.0)                      # quiet before anything was said is no prompt
+    p.state("speech", 2.0)
+    p.state("silence", 4.0)
+    assert not p.ended(4.0 + PROMPT_END_SILENCE_S - 0.01)
+    p.state("music", 4.5)                         # sound again: the prompt goes on
+    p.state("silence", 5.0)
+    assert not p.ended(4.0 + PROMPT_END_SILENCE_S)
+    assert p.ended(5.0 + PROMPT_END_SILENCE_S)
+    p.state("silence", 6.0)                       # a repeated silence state keeps the first moment
+    assert p.quiet_since == 5.0
 
 
 @pytest.mark.parametrize(
