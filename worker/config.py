@@ -54,7 +54,7 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
 
 
-def _env_seconds(name: str, default: float, positive: bool = False, unit: str = "seconds") -> float:
+def _env_non_negative(name: str, default: float, positive: bool = False, unit: str = "seconds") -> float:
     value = _env_float(name, default)
     if value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} {unit}, got {value!r}")
@@ -150,10 +150,11 @@ class Settings:
             audio_fork_bind=_env("AUDIO_FORK_BIND", d.audio_fork_bind),
             audio_fork_public_host=_env("AUDIO_FORK_PUBLIC_HOST", d.audio_fork_public_host),
             audio_fork_rate=_env_int("AUDIO_FORK_RATE", d.audio_fork_rate),
-            audio_hub_tick_s=_env_seconds("AUDIO_HUB_TICK_S", d.audio_hub_tick_s, positive=True),
-            audio_hub_max_feed_s=_env_seconds("AUDIO_HUB_MAX_FEED_S", d.audio_hub_max_feed_s, positive=True),
+            audio_hub_tick_s=_env_non_negative("AUDIO_HUB_TICK_S", d.audio_hub_tick_s, positive=True),
+            audio_hub_max_feed_s=_env_non_negative("AUDIO_HUB_MAX_FEED_S", d.audio_hub_max_feed_s,
+                                                   positive=True),
             audio_fork_hub_reads=_env_bool("AUDIO_FORK_HUB_READS", d.audio_fork_hub_reads),
-            audio_fork_read_pace_s=_env_seconds("AUDIO_FORK_READ_PACE_S", d.audio_fork_read_pace_s),
+            audio_fork_read_pace_s=_env_non_negative("AUDIO_FORK_READ_PACE_S", d.audio_fork_read_pace_s),
             sip_domain=_env("SIP_DOMAIN", d.sip_domain),
             caller_id_number=_env("SIP_TRUNK_DID", d.caller_id_number),
             allowed_country_codes=_env_list("ALLOWED_COUNTRY_CODES", "1", strip="+"),
@@ -162,9 +163,9 @@ class Settings:
             desk_ring_timeout_s=_env_int("DESK_RING_TIMEOUT", d.desk_ring_timeout_s),
             max_hold_s=_env_int("MAX_HOLD_SECONDS", d.max_hold_s),
             max_calls_per_worker=_env_int("MAX_CALLS_PER_WORKER", d.max_calls_per_worker),
-            call_start_rate=_env_seconds("CALL_START_RATE", d.call_start_rate, unit="calls per second"),
+            call_start_rate=_env_non_negative("CALL_START_RATE", d.call_start_rate, unit="calls per second"),
             worker_heartbeat_s=_env_int("WORKER_HEARTBEAT", d.worker_heartbeat_s),
-            worker_grace_s=_env_seconds("WORKER_GRACE_S", d.worker_grace_s),
+            worker_grace_s=_env_non_negative("WORKER_GRACE_S", d.worker_grace_s),
             api_key=_env("API_KEY"),
             service_key=_env("SERVICE_KEY"),
             llm_base_url=_env("LLM_BASE_URL"),

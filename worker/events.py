@@ -132,13 +132,16 @@ class _Outbox:
 
     def add(self, conn: redis.Redis, call_id: str, payload: str) -> None:
         self._items.append((conn, call_id, payload))
+        self._wake.set()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="hs-event-outbox", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         while True:
-            time.sleep(OUTBOX_INTERVAL_S)
+            self._wake.wait()             # idle until something waits (no polling)
+            time.sleep(OUTBOX_INTERVAL_S)  # gather what the next rounds add: one pipeline for all
+            self._wake.clear()
             if self._items:
                 self.send()
 
