@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         windows: list[tuple[float, float]] = []  # (p50, p99) of the worker's lag window, sampled
         # the same while every call is holding (set-up ramp over, no transfer yet): the steady state
         steady: list[tuple[float, float]] = []
-        all_holding_at: float | None = None
+        all_holding_at: float | None = None   # when every call was first holding at once
+        steady_over = False                   # a call moved on since: the steady state is over
         steady_cpu: list[tuple[float, float]] = []  # (wall, worker CPU s) while every call is holding
         peak_holding = 0
         started = time.monotonic()
@@ -244,16 +245,6 @@ def main(argv: list[str] | None = None) -> int:
                 windows.append((float(now["lag_p50_ms"]), float(now["lag_p99_ms"])))
             with db.database.connection_context():
                 holding = db.Call.select().where(db.Call.id.in_(ids) & (db.Call.status == "holding")).count()
-            peak_holding = max(peak_holding, holding)
-            t = time.monotonic()
-            if holding == args.calls:
-                all_holding_at = all_holding_at or t
-                steady_cpu.append((t, proc_stats(worker.popen.pid)[0]))
-                if t - all_holding_at >= STEADY_SETTLE_S and "lag_p99_ms" in now:
-                    steady.append(windows[-1])
-            elif all_holding_at is not None:
-                all_holding_at = -1.0  # the steady state is over (a call moved on)
-            with db.database.connection_context():
                 done = {
                     c.id
                     for c in db.Call.select(db.Call.id).where(
@@ -261,6 +252,15 @@ def main(argv: list[str] | None = None) -> int:
                         & db.Call.status.in_(["transferred", *db.FINAL_STATUSES])
                     )
                 }
+            peak_holding = max(peak_holding, holding)
+            t = time.monotonic()
+            if holding == args.calls and not steady_over:
+                all_holding_at = all_holding_at or t
+                steady_cpu.append((t, proc_stats(worker.popen.pid)[0]))
+                if t - all_holding_at >= STEADY_SETTLE_S and "lag_p99_ms" in now:
+                    steady.append(windows[-1])
+            elif all_holding_at is not None:
+                steady_over = True
             pending -= done
         wall = time.monotonic() - started
         cpu1, _ = proc_stats(worker.popen.pid)
