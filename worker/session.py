@@ -22,7 +22,7 @@ import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1264,11 +1264,10 @@ class CallSession:
         from worker import events
 
         try:
-            if type_ in events.BATCHED_TYPES:  # stored later in batches: no database connection now
+            # batched types are stored later, in batches: no database connection now
+            batched = type_ in events.BATCHED_TYPES
+            with nullcontext() if batched else db.database.connection_context():
                 events.publish(self.rt.redis, self.call_id, type_, data)
-            else:
-                with db.database.connection_context():
-                    events.publish(self.rt.redis, self.call_id, type_, data)
         except Exception as exc:  # noqa: BLE001 - Redis down: log and continue, the DB row is the truth
             log.warning("call %s: event %s not published: %s", self.call_id, type_, exc)
         if not quiet:
