@@ -40,13 +40,17 @@ def test_worker_audio_and_paths_are_settings(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AUDIO_FORK_READ_PACE_S", "0")
     monkeypatch.setenv("WORKER_GRACE_S", "120")
     monkeypatch.setenv("PROMPTS_DIR", "/prompts")
+    monkeypatch.setenv("AUDIO_HUB_COHORTS", "2")
     s = Settings.from_env()
+    assert s.audio_hub_cohorts == 2
     assert (s.audio_hub_tick_s, s.audio_fork_hub_reads, s.audio_fork_read_pace_s) == (0.05, False, 0.0)
     assert (s.worker_grace_s, s.prompts_dir, s.audio_hub_max_feed_s) == (120.0, "/prompts", 2.0)
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("AUDIO_HUB_TICK_S", "0", "AUDIO_HUB_TICK_S must be > 0 seconds"),
+    ("AUDIO_HUB_COHORTS", "0", "AUDIO_HUB_COHORTS must be a whole number >= 1"),
+    ("AUDIO_HUB_COHORTS", "two", "AUDIO_HUB_COHORTS must be an integer"),
     ("AUDIO_HUB_MAX_FEED_S", "-1", "AUDIO_HUB_MAX_FEED_S must be > 0 seconds"),
     ("WORKER_GRACE_S", "-5", "WORKER_GRACE_S must be >= 0 seconds"),
     ("AUDIO_FORK_HUB_READS", "maybe", "AUDIO_FORK_HUB_READS must be 1/true/yes or 0/false/no"),

@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
     lag = LagStats()
-    hub = AudioHub(tick_s=settings.audio_hub_tick_s, max_feed_s=settings.audio_hub_max_feed_s, on_lag=lag.add)
+    hub = AudioHub(tick_s=settings.audio_hub_tick_s, max_feed_s=settings.audio_hub_max_feed_s, on_lag=lag.add,
+                   cohorts=settings.audio_hub_cohorts)
     rt = Runtime(settings=settings, redis=conn, clients=list(pool.clients), fork_server=fork, prompts=prompts,
                  worker_id=worker_id, detector_factory=make_detector_factory(settings.audio_fork_rate),
                  esl_pool=pool, on_lag=lag.add, transcriber_factory=lambda: make_transcriber(settings),

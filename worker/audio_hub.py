@@ -6,12 +6,17 @@
     hub.remove(sink)       # (also done once the sink's stream closed)
     hub.stop()
 
-A round reads every registered call's fork socket without waiting (`ForkStream.poll`, in the
+The calls are split into `cohorts` groups of about equal size, served in turn: every `tick_s`
+wall seconds each call gets one round, and a round (every tick_s / cohorts) serves one cohort.  A
+call's lag is then one tick plus the time of a round over its cohort only, and a round held up by
+other work (a call's own greenlet, a database write) delays a fraction of the calls, not all.
+
+A round reads every call of its cohort's fork socket without waiting (`ForkStream.poll`, in the
 fork server's hub-read mode), takes its frames (`ForkStream.take`, at most `max_feed_s` of media
 per call: a backlog catches up over a few rounds), runs
 `worker.audio.bank.feed_many` once for all of them (one set of numpy calls for the whole worker,
-not one per call) and hands each call its audio and events.  Rounds start every `tick_s` wall
-seconds; sooner when the audio comes faster than real time (a round took more than 1.5 tick's
+not one per call) and hands each call its audio and events.  Rounds start every `tick_s` /
+(cohorts with calls) wall seconds; sooner when the audio comes faster than real time (a round took more than 1.5 tick's
 worth of media from some call: the next round comes after tick_s / that speed, as in the fast e2e
 tests with the switch at x20), or when a connection read by its own greenlet has `due_s` of media
 waiting.  The greenlet exists only while calls are registered.
@@ -35,7 +40,8 @@ from worker.audio.bank import feed_many
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.1        # wall seconds between rounds (the worker reads AUDIO_HUB_TICK_S)
+TICK_S = 0.1        # wall seconds between two rounds of one call (the worker reads AUDIO_HUB_TICK_S)
+COHORTS = 4         # rounds per tick, each over a quarter of the calls (AUDIO_HUB_COHORTS)
 DUE_S = 0.2         # media seconds waiting in one call that start a round before the tick
 MAX_FEED_S = 2.0    # media seconds of one call analysed per round at most
 FAST_SPEED = 1.5    # media seconds per wall second above which rounds come faster than tick_s
@@ -55,10 +61,13 @@ class AudioSink(Protocol):
 
 class AudioHub:
     def __init__(self, tick_s: float = TICK_S, due_s: float = DUE_S, max_feed_s: float = MAX_FEED_S,
-                 on_lag: Callable[[float], None] | None = None) -> None:
+                 on_lag: Callable[[float], None] | None = None, cohorts: int = COHORTS) -> None:
         if tick_s <= 0 or due_s <= 0 or max_feed_s <= 0:
             raise ValueError("audio hub tick_s, due_s and max_feed_s must be > 0")
+        if not isinstance(cohorts, int) or cohorts < 1:
+            raise ValueError(f"audio hub cohorts must be a whole number >= 1, got {cohorts!r}")
         self.tick_s = tick_s
+        self.cohorts = cohorts
         self.due_s = due_s
         self.max_feed_s = max_feed_s
         self.on_lag = on_lag
@@ -66,6 +75,8 @@ class AudioHub:
         self.frames = 0
         self.round_media = 0.0   # the most media seconds one call brought in the last round
         self._sinks: dict[int, AudioSink] = {}
+        self._cohort_of: dict[int, int] = {}           # id(sink) -> its cohort
+        self._sizes = [0] * cohorts                     # calls per cohort
         self._due = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
         self._stopped = False
@@ -74,8 +85,13 @@ class AudioHub:
         return len(self._sinks)
 
     def add(self, sink: AudioSink) -> None:
-        """Drive this call's audio from the next round on (adding it again changes nothing)."""
-        self._sinks[id(sink)] = sink
+        """Drive this call's audio from its cohort's next round on (adding it again changes nothing)."""
+        key = id(sink)
+        self._sinks[key] = sink
+        if key not in self._cohort_of:
+            cohort = self._sizes.index(min(self._sizes))    # the smallest: cohorts stay even
+            self._cohort_of[key] = cohort
+            self._sizes[cohort] += 1
         stream = sink.fork_stream
         if stream is not None:
             stream.notify_when(self._due, int(self.due_s * _bytes_per_s(sink)))
@@ -83,11 +99,17 @@ class AudioHub:
             self._loop = gevent.spawn(self._run)
 
     def remove(self, sink: AudioSink) -> None:
-        self._sinks.pop(id(sink), None)
+        key = id(sink)
+        self._sinks.pop(key, None)
+        cohort = self._cohort_of.pop(key, None)
+        if cohort is not None:
+            self._sizes[cohort] -= 1
 
     def stop(self) -> None:
         self._stopped = True
         self._sinks.clear()
+        self._cohort_of.clear()
+        self._sizes = [0] * self.cohorts
         loop, self._loop = self._loop, None
         if loop is not None:
             loop.kill(block=True, timeout=5)
@@ -95,30 +117,50 @@ class AudioHub:
     # -- the loop -------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            next_at = previous = time.monotonic()
+            now = time.monotonic()
+            next_at = now
+            previous = [now] * self.cohorts    # when each cohort's last round started
+            cohort = -1
             while self._sinks:
-                self._due.wait(max(0.0, next_at - time.monotonic()))
+                early = self._due.wait(max(0.0, next_at - time.monotonic())) and time.monotonic() < next_at
                 self._due.clear()
+                serving = [c for c in range(self.cohorts) if self._sizes[c]]   # (empty cohorts: no round)
+                if not serving:
+                    continue
+                if early:       # media waiting before its round: serve every call now
+                    served = serving
+                else:
+                    cohort = next((c for c in serving if c > cohort), serving[0])
+                    served = [cohort]
                 start = time.monotonic()
                 try:
-                    self.run_once()
+                    self.run_once(None if early else cohort)
                 except Exception:  # noqa: BLE001 - one bad round must not stop every call's audio
                     log.exception("audio hub: round failed")
-                speed = self.round_media / max(start - previous, 1e-3)
-                previous = start
-                wait = self.tick_s / speed if speed > FAST_SPEED else self.tick_s
+                since = min(start - previous[c] for c in served)
+                for c in served:
+                    previous[c] = start
+                speed = self.round_media / max(since, 1e-3)
+                wait = self.tick_s / len(serving)
+                if speed > FAST_SPEED:
+                    wait /= speed
                 next_at = start + max(MIN_TICK_S, wait)
                 gevent.sleep(0)    # the calls' own greenlets run between rounds, even when behind
         finally:
             if gevent.getcurrent() is self._loop:
                 self._loop = None
 
-    def run_once(self) -> int:
-        """One round over every registered call; returns the frames analysed."""
+    def run_once(self, cohort: int | None = None) -> int:
+        """One round over the calls of `cohort` (None: every registered call); returns the frames
+        analysed."""
         takes: list[tuple[AudioSink, Any, bytes, float, Any, bool]] = []
         items: list[tuple[Any, bytes]] = []
         media = 0.0
-        for sink in list(self._sinks.values()):
+        sinks = list(self._sinks.items())
+        if cohort is not None:
+            of = self._cohort_of
+            sinks = [(key, sink) for key, sink in sinks if of.get(key) == cohort]
+        for _, sink in sinks:
             stream = sink.fork_stream
             if stream is None:
                 continue

@@ -43,6 +43,14 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_count(name: str, default: int) -> int:
+    """A whole number >= 1 (a count of things)."""
+    value = _env_int(name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if raw == "":
@@ -89,7 +97,8 @@ class Settings:
     audio_fork_rate: int = 8000          # 8000 or 16000 (mod_audio_fork mono 8k|16k)
     # The audio hub (worker/audio_hub.py): one greenlet reads every call's fork and runs one detector
     # bank per round.  Without hub reads each fork is read by its own greenlet about every read_pace_s.
-    audio_hub_tick_s: float = 0.1        # wall seconds between rounds
+    audio_hub_tick_s: float = 0.1        # wall seconds between two rounds of one call
+    audio_hub_cohorts: int = 4           # the calls are split into this many groups, served in turn
     audio_hub_max_feed_s: float = 2.0    # media seconds of one call analysed per round at most
     audio_fork_hub_reads: bool = True
     audio_fork_read_pace_s: float = 0.05  # (only without hub reads; 0: read as soon as readable)
@@ -151,6 +160,7 @@ class Settings:
             audio_fork_public_host=_env("AUDIO_FORK_PUBLIC_HOST", d.audio_fork_public_host),
             audio_fork_rate=_env_int("AUDIO_FORK_RATE", d.audio_fork_rate),
             audio_hub_tick_s=_env_non_negative("AUDIO_HUB_TICK_S", d.audio_hub_tick_s, positive=True),
+            audio_hub_cohorts=_env_count("AUDIO_HUB_COHORTS", d.audio_hub_cohorts),
             audio_hub_max_feed_s=_env_non_negative("AUDIO_HUB_MAX_FEED_S", d.audio_hub_max_feed_s,
                                                    positive=True),
             audio_fork_hub_reads=_env_bool("AUDIO_FORK_HUB_READS", d.audio_fork_hub_reads),

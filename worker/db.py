@@ -224,6 +224,15 @@ class Device(BaseModel):
         }
 
 
+def hold_span(started: dt.datetime | None, ended: dt.datetime | None,
+              now: dt.datetime | None = None) -> float | None:
+    """Seconds on hold from `started` to `ended` (or `now` while still holding); None before a hold."""
+    if started is None:
+        return None
+    end = ended if ended is not None else (now or utcnow())
+    return round(max(0.0, (end - started).total_seconds()), 3)
+
+
 class Call(BaseModel):
     id = pw.CharField(primary_key=True, max_length=64, default=new_call_id)
     number = pw.CharField(max_length=32, index=True)
@@ -264,12 +273,7 @@ class Call(BaseModel):
 
     def hold_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds spent on hold: from hold start to the human (or the end, or `now` while holding)."""
-        if self.hold_started_at is None:
-            return None
-        end = self.human_detected_at or self.bridged_at or self.ended_at
-        if end is None:
-            end = now or utcnow()
-        return round(max(0.0, (end - self.hold_started_at).total_seconds()), 3)
+        return hold_span(self.hold_started_at, self.human_detected_at or self.bridged_at or self.ended_at, now)
 
     def to_dict(self, now: dt.datetime | None = None) -> dict[str, Any]:
         """The REST shape of a call (GET /api/calls/<id>)."""

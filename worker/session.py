@@ -47,6 +47,7 @@ PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before m
 TICK_S = 0.1  # media seconds between ticks while a media-time wait (prompt end, WAIT step) runs
 HOLD_TICK_S = 1.0  # media seconds between ticks while holding (confirmation timeout, job meta)
 CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
+HOLD_TIMES = ("hold_started_at", "human_detected_at", "bridged_at", "ended_at")  # Call.hold_seconds reads these
 META_EVERY_S = 10.0  # wall seconds between job.meta refreshes while holding
 MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
@@ -265,6 +266,7 @@ class CallSession:
         self.det_gen = 0
         self.stt: Any = None  # worker.stt.StreamingTranscriber, only for flows with LISTEN steps
         self.meta_saved_at = 0.0
+        self.row_times: dict[str, Any] = {}    # the HOLD_TIMES this session wrote to its Call row
         self.human_t = 0.0
         self.det_offset = 0.0  # media time at which the current detector started
         self.transfer_to = call.transfer_to
@@ -1228,6 +1230,7 @@ class CallSession:
         if "status" in fields:
             self.status = fields["status"]
         fields["updated_at"] = db.utcnow()
+        self.row_times.update((k, v) for k, v in fields.items() if k in HOLD_TIMES)
         try:
             with db.database.connection_context():
                 q = db.Call.update(**fields).where(db.Call.id == self.call_id)
@@ -1256,9 +1259,11 @@ class CallSession:
             log.warning("call %s: job meta not saved: %s", self.call_id, exc)
 
     def _hold_seconds(self, now: Any = None) -> float | None:
-        with db.database.connection_context():
-            call = db.Call.get_or_none(db.Call.id == self.call_id)
-            return call.hold_seconds(now) if call is not None else None
+        """As Call.hold_seconds, from the times this session wrote to its row (no database read:
+        the dashboard's counter of every holding call is refreshed without one)."""
+        t = self.row_times
+        return db.hold_span(t.get("hold_started_at"),
+                            t.get("human_detected_at") or t.get("bridged_at") or t.get("ended_at"), now)
 
     def _event(self, type_: str, data: dict[str, Any], quiet: bool = False) -> None:
         from worker import events

@@ -222,3 +222,85 @@ def test_a_broken_detector_does_not_cost_any_call_its_audio(server, hub):
         assert sink.closed.wait(WAIT_S)
         assert bytes(sink.audio) == audio
         client.close()
+
+
+class _Endless:
+    """A fork that always has one 20 ms frame ready (for the hub's scheduling alone)."""
+
+    def poll(self) -> None:
+        pass
+
+    def take(self, limit: int) -> tuple[bytes, float, bool]:
+        import time
+        return bytes(320), time.monotonic(), False
+
+    def notify_when(self, event: Any, size: int) -> None:
+        pass
+
+
+class _Counted(Sink):
+    def __init__(self, call_id: str, order: list[str]) -> None:
+        super().__init__(call_id, _Endless(), None)  # type: ignore[arg-type]
+        self.order = order
+        self.served = gevent.event.Event()
+
+    def on_audio(self, chunk: bytes, arrival: float, detector: Any, events: list, closed: bool) -> None:
+        super().on_audio(chunk, arrival, detector, events, closed)
+        self.order.append(self.call_id)
+        if self.rounds >= 3:
+            self.served.set()
+
+
+def test_cohorts_split_the_calls_evenly_and_a_round_serves_one_cohort():
+    order: list[str] = []
+    hub = AudioHub(tick_s=0.04, cohorts=4)
+    sinks = [_Counted(f"c{i}", order) for i in range(8)]
+    try:
+        hub._stopped = True           # no loop of its own: the rounds run by hand
+        for s in sinks:
+            hub.add(s)
+        assert hub._loop is None
+        assert hub._sizes == [2, 2, 2, 2]
+        of = hub._cohort_of
+        for cohort in range(4):
+            order.clear()
+            hub.run_once(cohort)
+            assert sorted(order) == sorted(s.call_id for s in sinks if of[id(s)] == cohort)
+        order.clear()
+        hub.run_once()                # every call (a round woken by media waiting)
+        assert sorted(order) == sorted(s.call_id for s in sinks)
+        gone = [s for s in sinks if of[id(s)] == 1]
+        for s in gone:
+            hub.remove(s)
+        assert hub._sizes == [2, 0, 2, 2]
+        newcomer = _Counted("late", order)
+        hub.add(newcomer)
+        assert of[id(newcomer)] == 1   # the smallest cohort takes a new call
+    finally:
+        hub.stop()
+
+
+def test_the_loop_serves_the_cohorts_in_turn_skipping_empty_ones():
+    """Between two rounds of one call every other cohort with calls has exactly one round."""
+    order: list[str] = []
+    hub = AudioHub(tick_s=0.04, cohorts=4)
+    sinks = [_Counted(f"c{i}", order) for i in range(3)]     # cohort 3 stays empty
+    try:
+        for s in sinks:
+            hub.add(s)
+        for s in sinks:
+            assert s.served.wait(WAIT_S)
+        seq = list(order)
+        assert len(seq) >= 9
+        first = seq.index(seq[0], 1)
+        cycle = seq[:first]
+        assert sorted(cycle) == ["c0", "c1", "c2"]
+        assert seq[:len(seq) - len(seq) % 3] == (cycle * len(seq))[:len(seq) - len(seq) % 3]
+    finally:
+        hub.stop()
+
+
+def test_bad_cohorts():
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="cohorts"):
+            AudioHub(cohorts=bad)  # type: ignore[arg-type]
