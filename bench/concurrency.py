@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "navigation, embedded pocketsphinx) at the same moment; the default stores HOLD -> TRANSFER "
         "for the number, so the run measures watching holds",
     )
+    p.add_argument("--trace", action="store_true",
+                   help="print each sample (wall s, calls holding, the lag window's p50/p99 ms, worker CPU s) "
+                        "to stderr: where in the run the lag spikes")
     p.add_argument("--sims", type=int, default=0, help=f"switch processes (default 1 per {SIM_CALLS} calls)")
     p.add_argument(
         "--pin",
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                 }
             peak_holding = max(peak_holding, holding)
             t = time.monotonic()
+            if args.trace:
+                p50, p99 = windows[-1] if windows else (0.0, 0.0)
+                print(f"trace {t - started:7.1f} s  holding {holding:4d}  p50 {p50:7.1f}  p99 {p99:7.1f}  "
+                      f"cpu {proc_stats(worker.popen.pid)[0]:7.2f}", file=sys.stderr)
             if holding == args.calls and not steady_over:
                 all_holding_at = all_holding_at or t
                 steady_cpu.append((t, proc_stats(worker.popen.pid)[0]))

@@ -118,7 +118,7 @@ class AudioHub:
     def _run(self) -> None:
         try:
             now = time.monotonic()
-            next_at = now
+            next_at = now      # when the next scheduled round is due
             previous = [now] * self.cohorts    # when each cohort's last round started
             cohort = -1
             while self._sinks:
@@ -144,7 +144,13 @@ class AudioHub:
                 wait = self.tick_s / len(serving)
                 if speed > FAST_SPEED:
                     wait /= speed
-                next_at = start + max(MIN_TICK_S, wait)
+                if not early:
+                    # on a fixed schedule: a round that started late does not push the next ones
+                    # back, so the delay costs its own cohort's calls only (after a stall of over
+                    # a tick the schedule starts again from now: no burst of catch-up rounds)
+                    next_at += max(MIN_TICK_S, wait)
+                    if next_at < start - self.tick_s:
+                        next_at = start + max(MIN_TICK_S, wait)
                 gevent.sleep(0)    # the calls' own greenlets run between rounds, even when behind
         finally:
             if gevent.getcurrent() is self._loop:

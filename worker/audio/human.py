@@ -64,6 +64,7 @@ utterance.  `confidence` rises with hints; voicemail's with the greeting length.
 from __future__ import annotations
 
 import re
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,7 +224,8 @@ class _Utterance:
     tone: bool = False          # a tone interrupted it
     repeat: bool = False        # matched a recording heard before
     hint: int = 0               # +1 positive / -1 negative transcript hint, +2 a live one
-    words: list[int] = field(default_factory=list)
+    # (an array, not a list: no object for the cyclic GC to walk through 750 times per utterance)
+    words: array = field(default_factory=lambda: array("H"))   # fingerprint word per frame
     likely_sent: bool = False
     confirming: bool = False    # a second utterance after a qualifying first one (on hold)
     after_music: bool = False   # split off music by a short gap: may be the music's own end
@@ -441,7 +443,7 @@ class HumanDecider:
             utt.pending_dips = 0
             if len(utt.words) < 750:
                 utt.words.append(word)
-            if len(utt.words) == QUERY_WORDS and self.store.is_repeat(np.asarray(utt.words, dtype=np.uint16)):
+            if len(utt.words) == QUERY_WORDS and self.store.is_repeat(np.array(utt.words, dtype=np.uint16)):
                 utt.repeat = True
             self.talk_sound += 1
             self.talk_end = i
@@ -626,7 +628,7 @@ class HumanDecider:
         # long speech, or speech that ran into music, is a recording: remember it
         if (u.sound * FRAME_S >= 1.0 and u.speech_score(self.p) > self.p.speech_score
                 and u.music <= self.p.record_music_share * u.sound):
-            self.store.add(np.asarray(u.words, dtype=np.uint16), "announcement", self.sample_rate)
+            self.store.add(np.array(u.words, dtype=np.uint16), "announcement", self.sample_rate)
             prof = self._profile(u)
             if prof is not None:
                 self.recorded.append(prof)
