@@ -143,3 +143,42 @@ def test_with_no_music_another_voice_after_clear_speech_is_the_next_prompt():
     # after a long stretch that is not clearly speech (speech-like music, score ~1) another voice is
     # still a greeting of its own
     assert prompt_after_menu(0.11) is not None
+
+
+# -- a piece joined to the music that scores like music is the music's next phrase ----------------
+
+WEAK_FLUX = 0.064    # a talk scoring -3..-2 here: on hold, a weak greeting (weak_greeting_score..)
+
+
+def weak_piece_then_reply(gap: int, **params: Any) -> Line:
+    """On hold: music, `gap` frames of quiet, a weak-scoring piece, 2 s of quiet, a 0.6 s reply."""
+    line = Line(HumanDecider(HumanParams(**params))).hold_music().run("quiet", gap)
+    line.run("talk", 60, talk_flux=WEAK_FLUX)
+    u = line.d.utt
+    assert u is not None and -3.0 < u.speech_score(line.d.p) <= -2.0       # (the setup: a weak score)
+    return line.run("quiet", 100).run("talk", 30).run("quiet", 25)
+
+
+def test_a_weak_piece_split_off_the_music_is_not_confirmed_by_the_next_phrase():
+    line = weak_piece_then_reply(15)                  # 0.3 s after the music: split off it
+    assert line.d.recent[-1].after_music and line.human_at is None
+    assert weak_piece_then_reply(15, after_music_score=-3.0).human_at is not None   # (the older rule)
+    # the same line after the music stopped (1 s of quiet) is a weak greeting that a reply confirms
+    assert weak_piece_then_reply(50).human_at is not None
+
+
+# -- music after a recorded voice is a queue, even before 3 s of music in a row -------------------
+
+def queue(voice: np.ndarray, **params: Any) -> Line:
+    """A 2 s recorded prompt, 1 s of quiet, 1.2 s of music, 0.3 s, a line in `voice`, 2 s of quiet."""
+    line = Line(HumanDecider(HumanParams(**params))).run("talk", 100, VOICE_A).run("quiet", 50)
+    line.run("flat", 60, music=True).run("quiet", 15).run("talk", 80, voice)
+    return line.run("quiet", 100)
+
+
+def test_music_after_a_recorded_voice_is_guarded_as_on_hold():
+    line = queue(VOICE_A)
+    assert line.d.recorded and line.d.music_seen and not line.d.on_hold
+    assert line.human_at is None                      # the prompt's voice again: waits for a reply
+    assert queue(VOICE_A, queue_guard=False).human_at is not None
+    assert queue(VOICE_B).human_at is not None        # another voice after the queue's music: a person

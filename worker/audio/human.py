@@ -6,13 +6,15 @@ What tells a live person from a recording:
 - turn-taking: a person says a little (an utterance of at most `max_utterance_s`)
   and waits for an answer (`wait_s` of silence, no music coming back); a
   recording runs on (IVR menus, voicemail greetings) or returns to music;
-- what came before: on hold (music heard), a recording may be followed by a
+- what came before: on hold (music heard: `music_context_s` of it in a row, or
+  any music after a recorded voice, `queue_guard`), a recording may be followed by a
   silent stretch of the music track, which looks exactly like a person
   waiting; there the wait decides only for a voice unlike every recording
   heard in this call (spectral-shape distance `voice_new_db`), and otherwise
   the detector waits for the person to speak again (`confirm_gap_s`; a reply
   as dense as speech, `min_density`); so does a greeting whose speech score is
-  low (`weak_greeting_score`..`greeting_score`), or a sparse piece split off
+  low (`weak_greeting_score`..`greeting_score`; not a piece joined to the
+  music, `after_music_score`: that is the music's next phrase), or a sparse piece split off
   the music by a short pause (`after_music_density`), and a talk that followed the
   music directly with nothing recorded to compare it with (`wait_unknown_s`
   is only a last resort);
@@ -128,7 +130,10 @@ class HumanParams:
     greeting_score: float = -2.0     # a short utterance followed by a wait needs only this much (lenient:
                                      # its few frames make the score noisy, and the wait is evidence too)
     weak_greeting_score: float = -3.0  # on hold, a score between this and greeting_score is a weak greeting:
-                                     # it decides only when the line speaks again (confirm_gap_s)
+                                     # it decides only when the line speaks again (confirm_gap_s) ...
+    after_music_score: float = -2.0  # ... but not for a piece split off music by a short pause: it needs this
+                                     # (the leniency is for a line after the music stopped; a piece joined
+                                     # to the music that scores like music is the music's next phrase)
     greeting_min_s: float = 3.0      # speech before a beep that makes it a voicemail greeting
     greeting_window_s: float = 15.0  # ... counted over this stretch before the beep
     beep_after_speech_s: float = 3.0  # the beep comes at most this long after the greeting
@@ -137,6 +142,10 @@ class HumanParams:
     fragment_s: float = 0.5         # an utterance with less sound than this opening a talk is a blip
     talk_gap_s: float = 1.25         # utterances closer than this belong to one talk (greeting length)
     music_context_s: float = 3.0     # this much music means we are on hold (recordings return to it)
+    queue_guard: bool = True         # music heard after a recorded voice (a menu, an announcement) is a
+                                     # queue: guarded as on hold before music_context_s of music in a row
+                                     # (orchestral music alternates music and speech labels and may never
+                                     # give that; a live agent's first words still decide in a new voice)
     wait_unknown_s: float = 30.0     # on hold with no recorded voice to compare with, a talk that began
                                      # right after the music (no hand-over gap) decides only on a reply
                                      # or after this much quiet (a music track can open with ~9 s
@@ -329,9 +338,12 @@ class HumanDecider:
         self.on_hold = self.on_hold or other.on_hold
 
     def _guarded(self) -> bool:
-        """A recording is expected here (on hold, or after menus): a line followed by quiet is a person
-        only in a voice unlike the recordings heard, with a live hint, or when they speak again."""
-        return self.on_hold or self.menus_heard
+        """A recording is expected here (on hold, after menus, or music after a recorded voice: a queue
+        whose music the labels never called music for music_context_s in a row): a line followed by
+        quiet is a person only in a voice unlike the recordings heard, with a live hint, or when they
+        speak again."""
+        return self.on_hold or self.menus_heard or (self.p.queue_guard and self.music_seen
+                                                    and bool(self.recorded))
 
     def load(self, start: int, shape_db: np.ndarray, active: np.ndarray) -> None:
         """Spectral shapes of the frames about to be stepped (at most RING // 2 of them)."""
@@ -591,7 +603,9 @@ class HumanDecider:
             return False
         if u.hint > 0:
             return secs >= p.min_utterance_s
-        floor = p.weak_greeting_score if self.on_hold else p.greeting_score
+        floor = p.greeting_score
+        if self.on_hold:
+            floor = p.after_music_score if u.after_music else p.weak_greeting_score
         return (p.min_utterance_s <= secs <= p.max_utterance_s and u.speech_score(p) > floor
                 and not self._held(u))
 
