@@ -92,14 +92,16 @@ def test_caps_concurrency(make_worker, queue):
 
 
 def test_start_rate_spaces_call_starts(make_worker, queue):
-    # 2 calls per second: the runner dequeues the next job only 0.5 s after starting one (the
-    # queued jobs wait in Redis meanwhile, where another worker may take them)
+    # 1 call per second: the runner dequeues the next job only 1 s after starting one (the
+    # queued jobs wait in Redis meanwhile, where another worker may take them).  The job functions
+    # record when they began to run, which is up to a few Redis round trips after the dequeue
+    # (more on a loaded machine): a quarter of the interval is allowed for that.
     jobs = [queue.enqueue("runner_jobs.block", n) for n in ("a", "b", "c")]
-    make_worker(max_jobs=10, start_rate=2.0)
+    make_worker(max_jobs=10, start_rate=1.0)
     for n in ("a", "b", "c"):
         assert _started(n).wait(WAIT_S), f"{n} never started"
     t = runner_jobs.started_at
-    assert t["b"] - t["a"] >= 0.5 and t["c"] - t["b"] >= 0.5, t
+    assert t["b"] - t["a"] >= 0.75 and t["c"] - t["b"] >= 0.75 and t["c"] - t["a"] >= 1.75, t
     for n in ("a", "b", "c"):
         _release(n)
     for j in jobs:
