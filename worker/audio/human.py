@@ -349,6 +349,12 @@ class HumanDecider:
         """Spectral shapes of the frames about to be stepped (at most RING // 2 of them)."""
         if self.ring.shape[1] != shape_db.shape[1]:
             self.ring = np.zeros((RING, shape_db.shape[1]), dtype=np.float32)
+        lo = start % RING
+        hi = lo + len(shape_db)
+        if hi <= RING:            # (the usual case: one slice, no index array)
+            self.ring[lo:hi] = shape_db
+            self.ring_active[lo:hi] = active
+            return
         idx = (start + np.arange(len(shape_db))) % RING
         self.ring[idx] = shape_db
         self.ring_active[idx] = active
