@@ -253,7 +253,7 @@ class _Counted(Sink):
 
 def test_cohorts_split_the_calls_evenly_and_a_round_serves_one_cohort():
     order: list[str] = []
-    hub = AudioHub(tick_s=0.04, cohorts=4)
+    hub = AudioHub(tick_s=0.04, cohorts=4, cohort_min_calls=1)
     sinks = [_Counted(f"c{i}", order) for i in range(8)]
     try:
         hub._stopped = True           # no loop of its own: the rounds run by hand
@@ -283,7 +283,7 @@ def test_cohorts_split_the_calls_evenly_and_a_round_serves_one_cohort():
 def test_the_loop_serves_the_cohorts_in_turn_skipping_empty_ones():
     """Between two rounds of one call every other cohort with calls has exactly one round."""
     order: list[str] = []
-    hub = AudioHub(tick_s=0.04, cohorts=4)
+    hub = AudioHub(tick_s=0.04, cohorts=4, cohort_min_calls=1)
     sinks = [_Counted(f"c{i}", order) for i in range(3)]     # cohort 3 stays empty
     try:
         for s in sinks:
@@ -298,6 +298,20 @@ def test_the_loop_serves_the_cohorts_in_turn_skipping_empty_ones():
         assert seq[:len(seq) - len(seq) % 3] == (cycle * len(seq))[:len(seq) - len(seq) % 3]
     finally:
         hub.stop()
+
+
+def test_a_new_cohort_opens_only_when_every_open_one_is_full_enough():
+    hub = AudioHub(cohorts=4, cohort_min_calls=3)
+    hub._stopped = True
+    sinks = [_Counted(f"c{i}", []) for i in range(14)]
+    sizes = []
+    for s in sinks:
+        hub.add(s)
+        sizes.append(list(hub._sizes))
+    assert sizes[2] == [3, 0, 0, 0]      # one round a tick while few calls
+    assert sizes[5] == [3, 3, 0, 0]
+    assert sizes[11] == [3, 3, 3, 3]
+    assert sizes[13] == [4, 4, 3, 3]     # then every cohort takes its share
 
 
 def test_bad_cohorts():
