@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         "for the number, so the run measures watching holds",
     )
     p.add_argument("--trace", action="store_true",
-                   help="print each sample (wall s, calls holding, the lag window's p50/p99 ms, worker CPU s) "
-                        "to stderr: where in the run the lag spikes")
+                   help="print each sample (wall s, calls holding, the lag window's p50/p99 ms, "
+                        "worker CPU s) to stderr: where in the run the lag spikes")
     p.add_argument("--sims", type=int, default=0, help=f"switch processes (default 1 per {SIM_CALLS} calls)")
     p.add_argument(
         "--pin",

@@ -17,10 +17,10 @@ fork server's hub-read mode), takes its frames (`ForkStream.take`, at most `max_
 per call: a backlog catches up over a few rounds), runs
 `worker.audio.bank.feed_many` once for all of them (one set of numpy calls for the whole worker,
 not one per call) and hands each call its audio and events.  Rounds start every `tick_s` /
-(cohorts with calls) wall seconds; sooner when the audio comes faster than real time (a round took more than 1.5 tick's
-worth of media from some call: the next round comes after tick_s / that speed, as in the fast e2e
-tests with the switch at x20), or when a connection read by its own greenlet has `due_s` of media
-waiting.  The greenlet exists only while calls are registered.
+(cohorts with calls) wall seconds; sooner when the audio comes faster than real time (a round
+took more than 1.5 tick's worth of media from some call: the next round comes after tick_s / that
+speed, as in the fast e2e tests with the switch at x20), or when a connection read by its own
+greenlet has `due_s` of media waiting.  The greenlet exists only while calls are registered.
 
 The lag reported to `on_lag` (per call and round) runs from the moment the round's first frame
 of that call was known to be in the socket at the latest (hub reads: the previous read that found

@@ -273,7 +273,8 @@ class Call(BaseModel):
 
     def hold_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds spent on hold: from hold start to the human (or the end, or `now` while holding)."""
-        return hold_span(self.hold_started_at, self.human_detected_at or self.bridged_at or self.ended_at, now)
+        end = self.human_detected_at or self.bridged_at or self.ended_at
+        return hold_span(self.hold_started_at, end, now)
 
     def to_dict(self, now: dt.datetime | None = None) -> dict[str, Any]:
         """The REST shape of a call (GET /api/calls/<id>)."""

@@ -44,14 +44,15 @@ PROMPT_END_SILENCE_S = 0.7  # media seconds of silence after speech that end an 
 HOLD_MUSIC_S = 3.0  # media seconds of music that mean the menus are over (flow-less navigation)
 MUSIC_SHARE = 0.25  # ... or this share of a "prompt" (and >= 1 s) being music
 PROMPT_MAX_S = 30.0  # media seconds a LISTEN waits for a prompt to end before moving on
-FORK_BACKLOG_WALL_S = 3.0  # wall seconds of audio the switch may hold that we have not read yet (mod_audio_fork
-# buffers 2 s): the company hears our key now, we hear its answer up to that much later, so a wait that
-# ends for lack of a prompt lasts at least this long in wall time too (the same at real time; at the
-# test switch's x20 a 30 s media wait is 1.5 s of wall time, shorter than such a backlog)
+# Wall seconds of audio the switch may hold that we have not read yet (mod_audio_fork buffers 2 s):
+# the company hears our key now, we hear its answer up to that much later, so a wait that ends for
+# lack of a prompt lasts at least this long in wall time too (the same at real time; at the test
+# switch's x20 a 30 s media wait is 1.5 s of wall time, shorter than such a backlog).
+FORK_BACKLOG_WALL_S = 3.0
 TICK_S = 0.1  # media seconds between ticks while a media-time wait (prompt end, WAIT step) runs
 HOLD_TICK_S = 1.0  # media seconds between ticks while holding (confirmation timeout, job meta)
 CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
-HOLD_TIMES = ("hold_started_at", "human_detected_at", "bridged_at", "ended_at")  # Call.hold_seconds reads these
+HOLD_TIMES = ("hold_started_at", "human_detected_at", "bridged_at", "ended_at")  # Call.hold_seconds's
 META_EVERY_S = 10.0  # wall seconds between job.meta refreshes while holding
 MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
