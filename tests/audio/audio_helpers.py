@@ -145,3 +145,12 @@ def write_wav(path: str, x: np.ndarray, rate: int = 8000, channels: int = 1) -> 
 
 def kinds(events: list[DetectorEvent], kind: str) -> list[DetectorEvent]:
     return [e for e in events if e.kind == kind]
+
+
+def agent_after_hold(rate: int = 8000) -> np.ndarray:
+    """Opsound hold music, then a live agent: a greeting, a 2 s wait for a reply, a second try."""
+    hold = level(sound(f"{MOH}/macroform-the_simplicity.wav", rate, 30.0, 25.0), -20)
+    first = level(speech("Hello, this is Anna speaking.", rate), -20)
+    second = level(speech("Hello? Are you there?", rate), -20)
+    return add_noise(np.concatenate([hold, silence(0.6, rate), first, silence(2.0, rate), second,
+                                     silence(3.0, rate)]))

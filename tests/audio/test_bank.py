@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from audio_helpers import MOH, PROMPTS, add_noise, cadence, level, pcm, silence, sound, speech, tone
+from audio_helpers import (
+    MOH,
+    PROMPTS,
+    add_noise,
+    agent_after_hold,
+    cadence,
+    level,
+    pcm,
+    silence,
+    sound,
+    speech,
+    tone,
+)
 
 from worker.audio.bank import feed_many
 from worker.audio.classifier import FrameClassifier, process_stacked
 from worker.audio.detector import SUB_BLOCK, HoldDetector
 from worker.audio.features import FeatureExtractor, compute_stacked, frame_samples
-
-
-def hold_then_agent(rate: int) -> np.ndarray:
-    music = level(sound(f"{MOH}/macroform-the_simplicity.wav", rate, 30.0, 25.0), -20)
-    first = level(speech("Hello, this is Anna speaking.", rate), -20)
-    second = level(speech("Hello? Are you there?", rate), -20)
-    return add_noise(np.concatenate([music, silence(0.6, rate), first, silence(2.0, rate), second,
-                                     silence(3.0, rate)]))
 
 
 def prompt(rate: int) -> np.ndarray:
@@ -54,8 +58,8 @@ def voicemail(rate: int) -> np.ndarray:
                                      silence(2.0, rate)]))
 
 
-RECORDINGS = [(hold_then_agent, 8000), (prompt, 8000), (music, 16000), (tones, 8000), (tones, 16000),
-              (voicemail, 8000), (hold_then_agent, 16000), (prompt, 16000)]
+RECORDINGS = [(agent_after_hold, 8000), (prompt, 8000), (music, 16000), (tones, 8000), (tones, 16000),
+              (voicemail, 8000), (agent_after_hold, 16000), (prompt, 16000)]
 
 
 def alone(x: np.ndarray, rate: int) -> tuple[HoldDetector, list[dict]]:
@@ -134,7 +138,7 @@ def test_features_do_not_depend_on_the_other_rows():
 
 
 def test_a_partial_frame_waits_and_a_backlog_is_cut_into_sub_blocks():
-    x = pcm(hold_then_agent(8000))
+    x = pcm(agent_after_hold(8000))
     det = HoldDetector(sample_rate=8000)
     ref = HoldDetector(sample_rate=8000)
     assert feed_many([(det, x[:300])]) == [[]]          # under one 320-byte frame: nothing yet

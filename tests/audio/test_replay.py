@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-from audio_helpers import MOH, add_noise, cadence, level, silence, sound, speech, write_wav
+from audio_helpers import add_noise, agent_after_hold, cadence, silence, write_wav
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEYS = {"file", "human_at", "outcome", "timeline", "audio_seconds", "cpu_seconds", "likely_human_at"}
@@ -20,20 +19,12 @@ def replay(*files: str) -> tuple[int, list[dict], str]:
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
 
 
-def agent_call(rate: int) -> np.ndarray:
-    hold = level(sound(f"{MOH}/macroform-the_simplicity.wav", rate, 30.0, 25.0), -20)
-    first = level(speech("Hello, this is Anna speaking.", rate), -20)
-    second = level(speech("Hello? Are you there?", rate), -20)
-    return add_noise(np.concatenate([hold, silence(0.6, rate), first, silence(2.0, rate), second,
-                                     silence(3.0, rate)]))
-
-
 def test_one_json_line_per_file_with_the_contract_fields(tmp_path):
     human8 = str(tmp_path / "human8k.wav")
     human16 = str(tmp_path / "human16k.wav")
     busy = str(tmp_path / "busy.wav")
-    write_wav(human8, agent_call(8000), 8000)
-    write_wav(human16, agent_call(16000), 16000)
+    write_wav(human8, agent_after_hold(8000), 8000)
+    write_wav(human16, agent_after_hold(16000), 16000)
     write_wav(busy, add_noise(cadence([480, 620], [0.5, 0.5], 6.0)), 8000)
     code, recs, err = replay(human8, human16, busy)
     assert code == 0, err
@@ -55,7 +46,7 @@ def test_one_json_line_per_file_with_the_contract_fields(tmp_path):
 
 def test_cut_after_human_at_replays_to_the_same_human_at(tmp_path):
     full = str(tmp_path / "full.wav")
-    x = agent_call(8000)
+    x = agent_after_hold(8000)
     write_wav(full, x)
     _, [rec], _ = replay(full)
     cut = str(tmp_path / "cut.wav")
