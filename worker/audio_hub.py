@@ -81,7 +81,7 @@ class AudioHub:
         self.round_media = 0.0   # the most media seconds one call brought in the last round
         self._sinks: dict[int, AudioSink] = {}
         self._cohort_of: dict[int, int] = {}           # id(sink) -> its cohort
-        self._sizes = [0] * cohorts                     # calls per cohort
+        self._members: list[dict[int, AudioSink]] = [{} for _ in range(cohorts)]   # each cohort's calls
         self._due = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
         self._stopped = False
@@ -93,11 +93,12 @@ class AudioHub:
         """Drive this call's audio from its cohort's next round on (adding it again changes nothing)."""
         key = id(sink)
         self._sinks[key] = sink
-        if key not in self._cohort_of:
-            open_ = self._sizes[:min(self.cohorts, 1 + len(self._cohort_of) // self.cohort_min_calls)]
-            cohort = open_.index(min(open_))    # the smallest open one: cohorts stay even
-            self._cohort_of[key] = cohort
-            self._sizes[cohort] += 1
+        cohort = self._cohort_of.get(key)
+        if cohort is None:
+            opened = min(self.cohorts, 1 + len(self._cohort_of) // self.cohort_min_calls)
+            sizes = self.cohort_sizes()[:opened]
+            cohort = self._cohort_of[key] = sizes.index(min(sizes))   # the smallest open one: even cohorts
+        self._members[cohort][key] = sink
         stream = sink.fork_stream
         if stream is not None:
             stream.notify_when(self._due, int(self.due_s * _bytes_per_s(sink)))
@@ -109,13 +110,18 @@ class AudioHub:
         self._sinks.pop(key, None)
         cohort = self._cohort_of.pop(key, None)
         if cohort is not None:
-            self._sizes[cohort] -= 1
+            self._members[cohort].pop(key, None)
+
+    def cohort_sizes(self) -> list[int]:
+        """Calls in each cohort."""
+        return [len(m) for m in self._members]
 
     def stop(self) -> None:
         self._stopped = True
         self._sinks.clear()
         self._cohort_of.clear()
-        self._sizes = [0] * self.cohorts
+        for members in self._members:
+            members.clear()
         loop, self._loop = self._loop, None
         if loop is not None:
             loop.kill(block=True, timeout=5)
@@ -130,7 +136,7 @@ class AudioHub:
             while self._sinks:
                 early = self._due.wait(max(0.0, next_at - time.monotonic())) and time.monotonic() < next_at
                 self._due.clear()
-                serving = [c for c in range(self.cohorts) if self._sizes[c]]   # (empty cohorts: no round)
+                serving = [c for c, members in enumerate(self._members) if members]   # (empty: no round)
                 if not serving:
                     continue
                 if early:       # media waiting before its round: serve every call now
@@ -168,11 +174,7 @@ class AudioHub:
         takes: list[tuple[AudioSink, Any, bytes, float, Any, bool]] = []
         items: list[tuple[Any, bytes]] = []
         media = 0.0
-        sinks = list(self._sinks.items())
-        if cohort is not None:
-            of = self._cohort_of
-            sinks = [(key, sink) for key, sink in sinks if of.get(key) == cohort]
-        for _, sink in sinks:
+        for sink in list((self._sinks if cohort is None else self._members[cohort]).values()):
             stream = sink.fork_stream
             if stream is None:
                 continue

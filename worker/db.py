@@ -224,12 +224,13 @@ class Device(BaseModel):
         }
 
 
-def hold_span(started: dt.datetime | None, ended: dt.datetime | None,
+def hold_span(started: dt.datetime | None, *ends: dt.datetime | None,
               now: dt.datetime | None = None) -> float | None:
-    """Seconds on hold from `started` to `ended` (or `now` while still holding); None before a hold."""
+    """Seconds on hold from `started` to the first of `ends` that is set (or `now` while still
+    holding); None before a hold."""
     if started is None:
         return None
-    end = ended if ended is not None else (now or utcnow())
+    end = next((e for e in ends if e is not None), None) or now or utcnow()
     return round(max(0.0, (end - started).total_seconds()), 3)
 
 
@@ -273,8 +274,8 @@ class Call(BaseModel):
 
     def hold_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds spent on hold: from hold start to the human (or the end, or `now` while holding)."""
-        end = self.human_detected_at or self.bridged_at or self.ended_at
-        return hold_span(self.hold_started_at, end, now)
+        return hold_span(self.hold_started_at, self.human_detected_at, self.bridged_at, self.ended_at,
+                         now=now)
 
     def to_dict(self, now: dt.datetime | None = None) -> dict[str, Any]:
         """The REST shape of a call (GET /api/calls/<id>)."""

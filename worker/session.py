@@ -52,7 +52,8 @@ FORK_BACKLOG_WALL_S = 3.0
 TICK_S = 0.1  # media seconds between ticks while a media-time wait (prompt end, WAIT step) runs
 HOLD_TICK_S = 1.0  # media seconds between ticks while holding (confirmation timeout, job meta)
 CONFIRM_MAX_S = 15.0  # media seconds a likely human may stay unconfirmed before we keep holding
-HOLD_TIMES = ("hold_started_at", "human_detected_at", "bridged_at", "ended_at")  # Call.hold_seconds's
+# Call.hold_seconds's arguments to db.hold_span, in its order
+HOLD_TIMES = ("hold_started_at", "human_detected_at", "bridged_at", "ended_at")
 META_EVERY_S = 10.0  # wall seconds between job.meta refreshes while holding
 MEDIA_STALL_S = 15.0  # wall seconds without any audio after which a media-time wait gives up
 SCREEN_TIMEOUT_S = 15.0  # wall seconds the user has to press 1 when screening is on
@@ -1267,9 +1268,7 @@ class CallSession:
     def _hold_seconds(self, now: Any = None) -> float | None:
         """As Call.hold_seconds, from the times this session wrote to its row (no database read:
         the dashboard's counter of every holding call is refreshed without one)."""
-        t = self.row_times
-        return db.hold_span(t.get("hold_started_at"),
-                            t.get("human_detected_at") or t.get("bridged_at") or t.get("ended_at"), now)
+        return db.hold_span(*(self.row_times.get(k) for k in HOLD_TIMES), now=now)
 
     def _event(self, type_: str, data: dict[str, Any], quiet: bool = False) -> None:
         from worker import events

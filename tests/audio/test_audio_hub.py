@@ -260,7 +260,7 @@ def test_cohorts_split_the_calls_evenly_and_a_round_serves_one_cohort():
         for s in sinks:
             hub.add(s)
         assert hub._loop is None
-        assert hub._sizes == [2, 2, 2, 2]
+        assert hub.cohort_sizes() == [2, 2, 2, 2]
         of = hub._cohort_of
         for cohort in range(4):
             order.clear()
@@ -272,7 +272,7 @@ def test_cohorts_split_the_calls_evenly_and_a_round_serves_one_cohort():
         gone = [s for s in sinks if of[id(s)] == 1]
         for s in gone:
             hub.remove(s)
-        assert hub._sizes == [2, 0, 2, 2]
+        assert hub.cohort_sizes() == [2, 0, 2, 2]
         newcomer = _Counted("late", order)
         hub.add(newcomer)
         assert of[id(newcomer)] == 1   # the smallest cohort takes a new call
@@ -307,7 +307,7 @@ def test_a_new_cohort_opens_only_when_every_open_one_is_full_enough():
     sizes = []
     for s in sinks:
         hub.add(s)
-        sizes.append(list(hub._sizes))
+        sizes.append(hub.cohort_sizes())
     assert sizes[2] == [3, 0, 0, 0]      # one round a tick while few calls
     assert sizes[5] == [3, 3, 0, 0]
     assert sizes[11] == [3, 3, 3, 3]
